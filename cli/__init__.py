@@ -1,0 +1,1 @@
+"""layerpilot command-line interface (Typer)."""

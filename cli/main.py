@@ -1,0 +1,280 @@
+"""`layerpilot` — probe, train and ship only the decoder layers that matter.
+
+Commands are thin: parse, call `service`, print. Results go to stdout (`--json` for machines),
+progress to stderr. Exit codes: 0 success, 1 runtime failure, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.errors import LayerpilotError, SpecError
+from service.spec import LayerAdaptationSpec, RewardSpec, load_spec, parse_layer_list
+
+app = typer.Typer(
+    name="layerpilot",
+    help="RL post-training of only the decoder layers that matter.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+patch_app = typer.Typer(help="Layer patches: apply one to its base model.", no_args_is_help=True)
+app.add_typer(patch_app, name="patch")
+
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SpecArg = Annotated[
+    Path | None,
+    typer.Argument(help="LayerAdaptation YAML (the whole resource or only its spec).", show_default=False),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model URI (builtin:demo, a local dir, hf://org/name).")
+]
+DatasetOpt = Annotated[
+    str | None, typer.Option("--dataset", help="Dataset URI (builtin:arith, a file, hf://…).")
+]
+RewardOpt = Annotated[
+    list[str] | None, typer.Option("--reward", help="Reward name (repeatable); see `layerpilot rewards`.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def guarded(func: F) -> F:
+    """Turn our errors into one line on stderr and the right exit code; never a traceback for bad input."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LayerpilotError as error:
+            err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished checkpoints are kept (continue with --resume)")
+            raise typer.Exit(130) from None
+        except Exception as error:
+            if os.environ.get("LAYERPILOT_DEBUG"):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            err.print(
+                f"[bold red]error:[/] {type(error).__name__}: {first} "
+                "(set LAYERPILOT_DEBUG=1 for the traceback)",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_spec(
+    spec_path: Path | None, model: str | None, dataset: str | None, rewards: list[str] | None
+) -> LayerAdaptationSpec:
+    """The spec from a file, or defaults, with command-line overrides applied and re-validated."""
+    if spec_path is None and model is None:
+        raise SpecError("SPEC", "no spec given", "pass a SPEC file or --model URI")
+    spec = load_spec(spec_path)
+    data = spec.model_dump(mode="json", by_alias=True)
+    if model is not None:
+        data["model"] = {**data["model"], "uri": model, "revision": None}
+    if dataset is not None:
+        data["dataset"] = {**data["dataset"], "uri": dataset}
+    if rewards:
+        data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in rewards]
+    return load_spec(data)
+
+
+@contextmanager
+def progress(
+    description: str, total: int | None = None
+) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    """A progress bar on stderr; yields a hook `(step, total, logs)` for the service to call."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ]
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
+        task = bar.add_task(description, total=total, info="")
+
+        def hook(step: int, steps: int, logs: dict[str, float]) -> None:
+            info = f"reward {logs['reward']:.3f}" if "reward" in logs else ""
+            bar.update(task, completed=step, total=steps, info=info)
+
+        yield hook
+
+
+def emit(data: dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        render()
+
+
+@app.command()
+@guarded
+def train(
+    spec_path: SpecArg = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Layers to train, e.g. 3,4 or 2-5.")] = None,
+    from_probe: Annotated[
+        Path | None, typer.Option("--from-probe", help="Train the layers selected in a probe_report.json.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Override training.maxSteps.")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Output directory (checkpoints and layer patch).")
+    ] = Path("layerpilot-train"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
+    ] = False,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    reward: RewardOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """RL post-training of only the chosen layers; writes the layer patch to --out."""
+    from service.selection import layers_for_training
+    from service.training import train as run_training
+
+    spec = resolve_spec(spec_path, model, dataset, reward)
+    chosen = layers_for_training(
+        spec,
+        layers=parse_layer_list(layers) if layers else None,
+        probe_report=from_probe,
+    )
+    err.print(f"training layers {chosen} of {spec.model.uri} → {out_dir}")
+    with progress("train", max_steps or spec.training.max_steps) as hook:
+        result = run_training(spec, chosen, out_dir, resume=resume, max_steps=max_steps, on_step=hook)
+    data = result.to_json()
+
+    def render() -> None:
+        table = Table(title=f"trained layers {result.layers} for {result.global_step} steps")
+        table.add_column("layer", justify="right")
+        table.add_column("relative weight change", justify="right")
+        for index, value in data["layerDeltas"].items():
+            table.add_row(index, f"{value:.3e}")
+        out.print(table)
+        share = result.trainable_parameters / result.total_parameters
+        out.print(
+            f"trainable parameters: {result.trainable_parameters:,} "
+            f"of {result.total_parameters:,} ({share:.1%})"
+        )
+        out.print(f"layer patch: {result.out_dir}/layer_patch.safetensors")
+
+    emit(data, as_json, render)
+
+
+@app.command("eval")
+@guarded
+def eval_(
+    spec_path: SpecArg = None,
+    patch: Annotated[Path | None, typer.Option("--patch", help="Score base + this layer patch.")] = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    reward: RewardOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the base model, or base + patch, on the held-out eval rows (greedy)."""
+    from service.evaluation import evaluate
+
+    spec = resolve_spec(spec_path, model, dataset, reward)
+    err.print(f"evaluating {spec.model.uri}{' + ' + str(patch) if patch else ''} on {spec.dataset.uri}")
+    result = evaluate(spec, patch_dir=patch)
+
+    def render() -> None:
+        out.print(f"score {result.score:.4f} on {result.num_items} items ({result.seconds:.1f}s)")
+        for name, value in result.rewards.items():
+            out.print(f"  {name}: {value:.4f}")
+
+    emit(result.to_json(), as_json, render)
+
+
+@patch_app.command("apply")
+@guarded
+def patch_apply(
+    base: Annotated[str, typer.Argument(help="Base model URI the patch was trained on.")],
+    patch_dir: Annotated[Path, typer.Argument(help="Directory holding layer_patch.safetensors.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the full patched model.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a full model = base + layer patch (refuses a base whose weights differ)."""
+    from service.delta import apply_patch
+
+    written = apply_patch(base, patch_dir, out_dir)
+    emit(
+        {"outDir": str(written["outDir"]), "layers": written["layers"], "tensors": written["tensors"]},
+        as_json,
+        lambda: out.print(f"wrote {written['outDir']} (base + layers {written['layers']})"),
+    )
+
+
+@app.command()
+@guarded
+def rewards(as_json: JsonOpt = False) -> None:
+    """List the registered reward functions."""
+    from service.rewards import available_rewards
+
+    found = available_rewards()
+
+    def render() -> None:
+        table = Table(title="rewards (use `module:function` for your own)")
+        table.add_column("name")
+        table.add_column("what it scores")
+        for name, doc in found.items():
+            table.add_row(name, doc)
+        out.print(table)
+
+    emit({"rewards": found}, as_json, render)
+
+
+@app.command()
+@guarded
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo writes its outputs.")] = Path(
+        "layerpilot-demo"
+    ),
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="RL steps of the demo training.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate, RL-train one layer and evaluate again on the shipped demo model."""
+    from service.demo import run_demo
+
+    with progress("train", max_steps) as hook:
+        summary = run_demo(workdir, max_steps=max_steps, on_step=hook, log=err.print)
+
+    def render() -> None:
+        out.print(
+            f"eval score {summary['before']:.3f} → {summary['after']:.3f} "
+            f"after training layers {summary['layers']} for {summary['steps']} steps"
+        )
+        out.print(f"layer patch: {summary['patchDir']}")
+        out.print(f"full model:  {summary['appliedDir']}  (base + patch)")
+
+    emit(summary, as_json, render)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""MLflow plugins and the layer-patch model flavor."""

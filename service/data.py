@@ -1,0 +1,111 @@
+"""Training and evaluation rows from the spec's dataset.
+
+Every source becomes two lists of dicts with the prompt under `prompt` and the reference under
+`answer` (the names TRL and our rewards expect); other columns pass through to the rewards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from service.errors import LayerpilotError, SpecError
+from service.spec import DatasetSpec
+
+ARITH_DIR = Path(__file__).parent / "assets" / "arith"
+FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+Row = dict[str, Any]
+
+
+def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
+    """(train rows, eval rows) for a dataset spec.
+
+    Without an `evalSplit`, the last `evalSize` rows are held out from training, so a score on the
+    eval rows is never a score on training prompts.
+    """
+    if dataset.uri == "builtin:arith":
+        train = _read_jsonl(ARITH_DIR / "train.jsonl")
+        evaluation = _read_jsonl(ARITH_DIR / "eval.jsonl")
+    else:
+        train = _load_split(dataset, dataset.split)
+        if dataset.eval_split:
+            evaluation = _load_split(dataset, dataset.eval_split)
+        else:
+            if len(train) <= dataset.eval_size:
+                raise SpecError(
+                    "dataset.evalSize",
+                    f"{dataset.eval_size} eval rows leave none of the {len(train)} rows for training",
+                    "lower evalSize or set dataset.evalSplit",
+                )
+            train, evaluation = train[: -dataset.eval_size], train[-dataset.eval_size :]
+    train = _normalise(train, dataset)
+    evaluation = _normalise(evaluation, dataset)[: dataset.eval_size]
+    if not train:
+        raise SpecError("dataset.uri", "the training split is empty", "point it at data with rows")
+    return train, evaluation
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    with path.open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
+    import datasets  # deferred: importing datasets costs about a second
+
+    uri = dataset.uri
+    try:
+        if uri.startswith("hf://"):
+            loaded = datasets.load_dataset(uri[len("hf://") :], split=split)
+        else:
+            path = Path(uri)
+            if path.is_file():
+                fmt = FILE_FORMATS.get(path.suffix.lower())
+                if fmt is None:
+                    raise SpecError(
+                        "dataset.uri",
+                        f"cannot read '{path.suffix}' files",
+                        f"use one of {', '.join(FILE_FORMATS)}",
+                    )
+                loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
+            elif path.is_dir():
+                if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+                    on_disk = datasets.load_from_disk(str(path))
+                    loaded = on_disk[split] if isinstance(on_disk, datasets.DatasetDict) else on_disk
+                else:
+                    loaded = datasets.load_dataset(str(path), split=split)
+            else:
+                raise SpecError(
+                    "dataset.uri",
+                    f"no file or directory at {uri}",
+                    "use builtin:arith, a path or hf://org/name",
+                )
+    except (SpecError, LayerpilotError):
+        raise
+    except KeyError:
+        raise SpecError("dataset.split", f"no split '{split}' in {uri}", "name an existing split") from None
+    except Exception as err:  # datasets raises many types; the user needs the one line
+        raise LayerpilotError(f"could not load dataset {uri}: {err}".splitlines()[0]) from err
+    return [dict(row) for row in loaded]
+
+
+def _normalise(rows: list[Row], dataset: DatasetSpec) -> list[Row]:
+    if not rows:
+        return rows
+    columns = list(rows[0])
+    for field, alias in ((dataset.prompt_field, "promptField"), (dataset.answer_field, "answerField")):
+        if field not in columns:
+            raise SpecError(
+                f"dataset.{alias}",
+                f"no column '{field}' in {dataset.uri} (columns: {', '.join(columns)})",
+                f"set dataset.{alias} to one of them",
+            )
+    out = []
+    for row in rows:
+        new = {k: v for k, v in row.items() if k not in (dataset.prompt_field, dataset.answer_field)}
+        new["prompt"] = row[dataset.prompt_field]
+        new["answer"] = row[dataset.answer_field]
+        out.append(new)
+    return out

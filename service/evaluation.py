@@ -1,0 +1,130 @@
+"""Greedy evaluation: the mean weighted reward of base or base + patch on the held-out rows.
+
+Greedy decoding with fixed batching makes the score deterministic for a given model and data, so
+two scores differ only because the weights differ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from service.data import Row, load_rows
+from service.layers import load_model_and_tokenizer
+from service.rewards import RewardFunc, build_rewards
+from service.spec import LayerAdaptationSpec
+
+
+@dataclass
+class EvalResult:
+    """Score in [min reward, max reward]; for a single 0/1 reward it is the accuracy."""
+
+    score: float
+    num_items: int
+    rewards: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {
+            "score": data["score"],
+            "numItems": data["num_items"],
+            "rewards": data["rewards"],
+            "seconds": data["seconds"],
+            "samples": data["samples"],
+        }
+
+
+@torch.no_grad()
+def generate_greedy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 64,
+) -> list[str]:
+    """Greedy completions, decoded without special tokens, in prompt order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            generated = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    reward_funcs: list[RewardFunc],
+    weights: list[float],
+    *,
+    max_new_tokens: int,
+    num_samples: int = 3,
+) -> EvalResult:
+    """Score a loaded model on `rows` with the spec's rewards."""
+    started = time.perf_counter()
+    prompts = [row["prompt"] for row in rows]
+    completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
+    columns.pop("prompt", None)
+    per_reward: dict[str, float] = {}
+    total = [0.0] * len(rows)
+    for func, weight in zip(reward_funcs, weights, strict=True):
+        values = func(prompts=prompts, completions=completions, completion_ids=None, **columns)
+        scores = [float(v) if v is not None else 0.0 for v in values]
+        per_reward[func.__name__] = sum(scores) / max(len(scores), 1)
+        total = [t + weight * s for t, s in zip(total, scores, strict=True)]
+    weight_sum = sum(weights) or 1.0
+    score = sum(total) / weight_sum / max(len(rows), 1)
+    samples = [
+        {"prompt": p, "completion": c, "answer": str(r.get("answer"))}
+        for p, c, r in list(zip(prompts, completions, rows, strict=True))[:num_samples]
+    ]
+    return EvalResult(
+        score=score,
+        num_items=len(rows),
+        rewards=per_reward,
+        seconds=round(time.perf_counter() - started, 3),
+        samples=samples,
+    )
+
+
+def evaluate(spec: LayerAdaptationSpec, patch_dir: Path | None = None) -> EvalResult:
+    """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows."""
+    from service.delta import apply_to_model, check_base, read_patch
+    from service.layers import resolve_model_dir
+
+    model, tokenizer = load_model_and_tokenizer(spec.model)
+    if patch_dir is not None:
+        patch = read_patch(patch_dir)
+        check_base(patch, resolve_model_dir(spec.model.uri, spec.model.revision))
+        apply_to_model(model, patch)
+    _, eval_rows = load_rows(spec.dataset)
+    funcs, weights = build_rewards(spec.rewards)
+    return evaluate_model(
+        model, tokenizer, eval_rows, funcs, weights, max_new_tokens=spec.algorithm.max_completion_length
+    )

@@ -1,0 +1,91 @@
+"""Which layers to train: positional rules, manual lists, or a probe report's ranking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from service.errors import SpecError
+from service.spec import LayerAdaptationSpec, Strategy, check_layer_indices
+
+
+def positional_layers(strategy: str, k: int, num_layers: int) -> list[int]:
+    """Layers chosen by position alone.
+
+    >>> positional_layers("mid-k", 2, 6)
+    [2, 3]
+    >>> positional_layers("only-top", 2, 6)
+    [4, 5]
+    >>> positional_layers("only-bottom", 1, 6)
+    [0]
+    """
+    k = min(k, num_layers)
+    if strategy == Strategy.only_top.value:
+        return list(range(num_layers - k, num_layers))
+    if strategy == Strategy.only_bottom.value:
+        return list(range(k))
+    if strategy == Strategy.mid_k.value:
+        start = (num_layers - k) // 2
+        return list(range(start, start + k))
+    raise ValueError(f"{strategy} is not a positional strategy")
+
+
+def layers_from_report(report_path: Path) -> list[int]:
+    """The `selected` layers of a probe_report.json."""
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        raise SpecError("--from-probe", f"no file at {report_path}", "pass a probe_report.json") from None
+    except json.JSONDecodeError as error:
+        raise SpecError(
+            "--from-probe", f"{report_path} is not JSON ({error.msg})", "pass a probe_report.json"
+        ) from None
+    selected = report.get("selected") if isinstance(report, dict) else None
+    if not isinstance(selected, list) or not selected:
+        raise SpecError("--from-probe", f"{report_path} has no selected layers", "re-run `layerpilot probe`")
+    return [int(i) for i in selected]
+
+
+def layers_for_training(
+    spec: LayerAdaptationSpec,
+    *,
+    layers: list[int] | None = None,
+    probe_report: Path | None = None,
+    num_layers: int | None = None,
+) -> list[int]:
+    """The layers a `train` run uses: explicit > probe report > the spec's selection rule."""
+    if layers is not None and probe_report is not None:
+        raise SpecError("--layers", "given together with --from-probe", "pass only one of them")
+    count = num_layers if num_layers is not None else num_decoder_layers(spec)
+    if layers is not None:
+        return check_layer_indices(layers, count, field="--layers")
+    if probe_report is not None:
+        return check_layer_indices(layers_from_report(probe_report), count, field="--from-probe")
+    selection = spec.selection
+    if selection.strategy == Strategy.manual.value:
+        return check_layer_indices(list(selection.layers or []), count, field="selection.layers")
+    if selection.strategy == Strategy.top_k.value:
+        raise SpecError(
+            "selection.strategy",
+            "top-k needs a probe report to rank layers",
+            "pass --layers, --from-probe REPORT, or use strategy manual/mid-k",
+        )
+    return positional_layers(selection.strategy, selection.k, count)
+
+
+def num_decoder_layers(spec: LayerAdaptationSpec) -> int:
+    """Decoder layer count from the model's config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from service.layers import resolve_model_dir
+
+    config = AutoConfig.from_pretrained(
+        resolve_model_dir(spec.model.uri, spec.model.revision), trust_remote_code=spec.model.trust_remote_code
+    )
+    config = getattr(config, "text_config", None) or config
+    count = getattr(config, "num_hidden_layers", None)
+    if not isinstance(count, int):
+        raise SpecError(
+            "model.uri", f"cannot read the layer count of {spec.model.uri}", "check its config.json"
+        )
+    return count
