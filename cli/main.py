@@ -97,7 +97,14 @@ def resolve_spec(
         data["dataset"] = {**data["dataset"], "uri": dataset}
     if rewards:
         data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in rewards]
-    return load_spec(data)
+    spec = load_spec(data)
+    # Fail on a bad model, dataset or reward before any work starts or progress is printed.
+    from service.layers import resolve_model_dir
+    from service.rewards import build_rewards
+
+    resolve_model_dir(spec.model.uri, spec.model.revision)
+    build_rewards(spec.rewards)
+    return spec
 
 
 @contextmanager
@@ -273,6 +280,17 @@ def demo(
 
 
 def main() -> None:
+    # Library chatter (weight-loading bars, deprecation notices) would bury our progress and results.
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="trl")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     app()
 
 

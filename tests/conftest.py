@@ -1,0 +1,44 @@
+"""Shared fixtures: small real specs on the shipped demo model, and one trained run reused by many tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from service.spec import LayerAdaptationSpec, load_spec
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINED_LAYER = 2
+
+torch.set_num_threads(2)
+
+
+def small_spec(**overrides: Any) -> LayerAdaptationSpec:
+    """The demo spec shrunk for tests: a few fast steps with a learning rate that visibly moves weights."""
+    data: dict[str, Any] = {
+        "model": {"uri": "builtin:demo"},
+        "dataset": {"uri": "builtin:arith", "evalSize": 32},
+        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+        "training": {"maxSteps": 3, "batchSize": 8, "saveSteps": 3, "seed": 0},
+    }
+    for section, values in overrides.items():
+        data[section] = {**data.get(section, {}), **values}
+    return load_spec(data)
+
+
+@pytest.fixture
+def spec() -> LayerAdaptationSpec:
+    return small_spec()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One real GRPO run training only layer 2 for 3 steps (checkpoint at the last step)."""
+    from service.training import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    result = train(small_spec(), [TRAINED_LAYER], out)
+    return {"out": out, "result": result, "layer": TRAINED_LAYER}
