@@ -190,7 +190,7 @@ def read_patch(patch_dir: Path) -> LayerPatch:
 
 def apply_to_model(model: torch.nn.Module, patch: LayerPatch) -> None:
     """Overwrite the patched tensors in a loaded base model, in place (cast to the model's dtypes)."""
-    params = dict(model.named_parameters())
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))
     missing = sorted(set(patch.tensors) - set(params))
     if missing:

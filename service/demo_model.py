@@ -16,6 +16,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -146,7 +147,7 @@ def write_arith(out: Path = ARITH_DIR, seed: int = SEED) -> None:
 
 def build_demo_model(
     out: Path, *, target_accuracy: float = TARGET_ACCURACY, max_steps: int = 1000, seed: int = SEED
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Build, pre-train and save the demo model; returns its build record."""
     torch.manual_seed(seed)
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -59,7 +59,7 @@ def generate_greedy(
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            generated = model.generate(
+            generated = cast(Any, model).generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,

@@ -13,7 +13,7 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import (
@@ -29,8 +29,8 @@ from pydantic.alias_generators import to_camel
 
 from service.errors import SpecError
 
-API_VERSION = "layerpilot.dev/v1alpha1"
-KIND = "LayerAdaptation"
+API_VERSION: Final = "layerpilot.dev/v1alpha1"
+KIND: Final = "LayerAdaptation"
 
 
 class _Model(BaseModel):

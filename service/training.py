@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import TrainerCallback
@@ -134,7 +134,7 @@ def validate_extra(extra: dict[str, Any]) -> dict[str, Any]:
     """Check `algorithm.extra` against TRL's GRPOConfig fields, once, before any model loads."""
     if not extra:
         return {}
-    from trl import GRPOConfig
+    from trl.trainer.grpo_config import GRPOConfig
 
     known = {f.name for f in dataclasses.fields(GRPOConfig)}
     for key in extra:
@@ -207,7 +207,8 @@ def train(
     device: str | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
 
     from service.data import load_rows
 
@@ -242,7 +243,7 @@ def train(
 
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=reward_funcs,
+        reward_funcs=cast(Any, reward_funcs),
         args=GRPOConfig(**config_kwargs, reward_weights=weights),
         train_dataset=datasets.Dataset.from_list(train_rows),
         processing_class=tokenizer,

@@ -26,7 +26,12 @@ def _write(tmp_path: Path, doc: Any, name: str = "spec.yaml") -> Path:
 
 
 def _resource(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "layerpilot.dev/v1alpha1", "kind": "LayerAdaptation", "metadata": {"name": "t"}, "spec": spec}
+    return {
+        "apiVersion": "layerpilot.dev/v1alpha1",
+        "kind": "LayerAdaptation",
+        "metadata": {"name": "t"},
+        "spec": spec,
+    }
 
 
 # (document, the field the one-line error must name)

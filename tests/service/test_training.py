@@ -150,7 +150,9 @@ def test_gradient_checkpointing_sends_no_gradient_through_frozen_lower_layers() 
     assert backward_calls == []
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert all(g is None for n, g in grads.items() if not n.startswith("model.layers.4."))
-    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("model.layers.4."))
+    assert any(
+        g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("model.layers.4.")
+    )
 
 
 def test_bfloat16_is_refused_without_cuda() -> None:
@@ -171,7 +173,10 @@ def test_extra_options_are_validated_against_trl(tmp_path: Path) -> None:
         )
     with pytest.raises(SpecError, match=r"set algorithm\.learningRate instead"):
         grpo_config_kwargs(
-            small_spec(algorithm={"extra": {"learning_rate": 0.3}}), tmp_path, max_steps=1, precision=precision
+            small_spec(algorithm={"extra": {"learning_rate": 0.3}}),
+            tmp_path,
+            max_steps=1,
+            precision=precision,
         )
 
 
