@@ -259,13 +259,15 @@ def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo writes its outputs.")] = Path(
         "layerpilot-demo"
     ),
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="RL steps of the demo training.")] = 30,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="RL steps (default: the demo spec's maxSteps).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate, RL-train one layer and evaluate again on the shipped demo model."""
     from service.demo import run_demo
 
-    with progress("train", max_steps) as hook:
+    with progress("train", max_steps or 60) as hook:
         summary = run_demo(workdir, max_steps=max_steps, on_step=hook, log=err.print)
 
     def render() -> None:

@@ -164,3 +164,13 @@ def test_demo_model_ships_in_the_package() -> None:
     assert (DEMO_MODEL_DIR / "model.safetensors").stat().st_size < 10_000_000
     info = json.loads((DEMO_MODEL_DIR / "build_info.json").read_text())
     assert 0.2 <= info["evalAccuracy"] <= 0.5
+
+
+def test_demo_runs_train_and_eval_and_says_where_to_look(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path), "--max-steps", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and summary["layers"] == [2]
+    assert 0.0 < summary["before"] < 1.0
+    assert (tmp_path / "train" / PATCH_TENSORS).exists()
+    assert (tmp_path / "model" / "model.safetensors").exists()
