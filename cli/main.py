@@ -6,25 +6,33 @@ progress to stderr. Exit codes: 0 success, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.errors import LayerpilotError, SpecError
-from service.spec import LayerAdaptationSpec, RewardSpec, load_spec, parse_layer_list
+from cli.common import (
+    DatasetOpt,
+    JsonOpt,
+    ModelOpt,
+    OneLineErrors,
+    RewardOpt,
+    SpecArg,
+    emit,
+    err,
+    guarded,
+    out,
+    progress,
+    resolve_spec,
+)
+from cli.probe import plan_app, probe_app
+from service.spec import parse_layer_list
 
 app = typer.Typer(
     name="layerpilot",
+    cls=OneLineErrors,
     help="RL post-training of only the decoder layers that matter.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -32,108 +40,8 @@ app = typer.Typer(
 )
 patch_app = typer.Typer(help="Layer patches: apply one to its base model.", no_args_is_help=True)
 app.add_typer(patch_app, name="patch")
-
-out = Console()
-err = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-SpecArg = Annotated[
-    Path | None,
-    typer.Argument(help="LayerAdaptation YAML (the whole resource or only its spec).", show_default=False),
-]
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Model URI (builtin:demo, a local dir, hf://org/name).")
-]
-DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="Dataset URI (builtin:arith, a file, hf://…).")
-]
-RewardOpt = Annotated[
-    list[str] | None, typer.Option("--reward", help="Reward name (repeatable); see `layerpilot rewards`.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-
-
-def guarded(func: F) -> F:
-    """Turn our errors into one line on stderr and the right exit code; never a traceback for bad input."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LayerpilotError as error:
-            err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted; finished checkpoints are kept (continue with --resume)")
-            raise typer.Exit(130) from None
-        except Exception as error:
-            if os.environ.get("LAYERPILOT_DEBUG"):
-                raise
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            err.print(
-                f"[bold red]error:[/] {type(error).__name__}: {first} "
-                "(set LAYERPILOT_DEBUG=1 for the traceback)",
-                markup=True,
-                highlight=False,
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def resolve_spec(
-    spec_path: Path | None, model: str | None, dataset: str | None, rewards: list[str] | None
-) -> LayerAdaptationSpec:
-    """The spec from a file, or defaults, with command-line overrides applied and re-validated."""
-    if spec_path is None and model is None:
-        raise SpecError("SPEC", "no spec given", "pass a SPEC file or --model URI")
-    spec = load_spec(spec_path)
-    data = spec.model_dump(mode="json", by_alias=True)
-    if model is not None:
-        data["model"] = {**data["model"], "uri": model, "revision": None}
-    if dataset is not None:
-        data["dataset"] = {**data["dataset"], "uri": dataset}
-    if rewards:
-        data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in rewards]
-    spec = load_spec(data)
-    # Fail on a bad model, dataset or reward before any work starts or progress is printed.
-    from service.layers import resolve_model_dir
-    from service.rewards import build_rewards
-
-    resolve_model_dir(spec.model.uri, spec.model.revision)
-    build_rewards(spec.rewards)
-    return spec
-
-
-@contextmanager
-def progress(
-    description: str, total: int | None = None
-) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
-    """A progress bar on stderr; yields a hook `(step, total, logs)` for the service to call."""
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
-        task = bar.add_task(description, total=total, info="")
-
-        def hook(step: int, steps: int, logs: dict[str, float]) -> None:
-            info = f"reward {logs['reward']:.3f}" if "reward" in logs else ""
-            bar.update(task, completed=step, total=steps, info=info)
-
-        yield hook
-
-
-def emit(data: dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    else:
-        render()
+app.add_typer(probe_app, name="probe")
+app.add_typer(plan_app, name="plan")
 
 
 @app.command()
@@ -262,21 +170,41 @@ def demo(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", min=1, help="RL steps (default: the demo spec's maxSteps).")
     ] = None,
+    probe_steps: Annotated[
+        int | None, typer.Option("--probe-steps", min=1, help="RL steps of each probe run (default: 30).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate, RL-train one layer and evaluate again on the shipped demo model."""
+    """Probe the shipped demo model's layers, RL-train the best one, evaluate before and after."""
     from service.demo import run_demo
 
+    def on_unit(done: int, total: int, unit: str, score: float) -> None:
+        err.print(
+            f"  probe [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}"
+        )
+
     with progress("train", max_steps or 60) as hook:
-        summary = run_demo(workdir, max_steps=max_steps, on_step=hook, log=err.print)
+        summary = run_demo(
+            workdir,
+            max_steps=max_steps,
+            probe_steps=probe_steps,
+            on_unit=on_unit,
+            on_step=hook,
+            log=err.print,
+        )
 
     def render() -> None:
+        from cli.probe import _layer_table
+        from service.report import read_report
+
+        out.print(_layer_table(read_report(Path(summary["probeDir"]))))
         out.print(
             f"eval score {summary['before']:.3f} → {summary['after']:.3f} "
             f"after training layers {summary['layers']} for {summary['steps']} steps"
         )
-        out.print(f"layer patch: {summary['patchDir']}")
-        out.print(f"full model:  {summary['appliedDir']}  (base + patch)")
+        out.print(f"probe report: {summary['probeDir']}/probe_report.json (chart: probe_report.png)")
+        out.print(f"layer patch:  {summary['patchDir']}")
+        out.print(f"full model:   {summary['appliedDir']}  (base + patch)")
 
     emit(summary, as_json, render)
 

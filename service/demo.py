@@ -1,4 +1,4 @@
-"""The demo job on the shipped model: evaluate, RL-train the selected layer, evaluate, apply."""
+"""The demo job on the shipped model: probe, train the best layer, evaluate, apply the patch."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from service.delta import apply_patch
-from service.evaluation import evaluate
-from service.selection import layers_for_training
+from service.pipeline import PROBE_DIR, TRAIN_DIR, adapt
+from service.probe import UnitHook
 from service.spec import LayerAdaptationSpec, load_spec
-from service.training import StepHook, train
+from service.training import StepHook
 
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
 
@@ -24,8 +24,10 @@ def demo_spec() -> LayerAdaptationSpec:
         {
             "dataset": {"evalSize": 300},
             "algorithm": {"numGenerations": 8, "maxCompletionLength": 4, "learningRate": 5.0e-5},
-            "selection": {"strategy": "mid-k", "k": 1},
+            "probe": {"mode": "exact", "steps": 30},
+            "selection": {"strategy": "top-k", "k": 1},
             "training": {"maxSteps": 60, "batchSize": 32, "saveSteps": 20},
+            "mlflow": {"experiment": "layerpilot-demo", "registeredModel": "demo-arith"},
         }
     )
 
@@ -34,28 +36,27 @@ def run_demo(
     workdir: Path,
     *,
     max_steps: int | None = None,
+    probe_steps: int | None = None,
+    on_unit: UnitHook | None = None,
     on_step: StepHook | None = None,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Run the demo into `workdir` (replacing an earlier demo there) and summarise it."""
     spec = demo_spec()
-    train_dir, applied_dir = workdir / "train", workdir / "model"
-    for stale in (train_dir, applied_dir):
+    if probe_steps is not None:
+        spec.probe.steps = probe_steps
+    applied_dir = workdir / "model"
+    for stale in (workdir / PROBE_DIR, workdir / TRAIN_DIR, applied_dir):
         shutil.rmtree(stale, ignore_errors=True)
-    layers = layers_for_training(spec)
-    log(f"evaluating the base model on {spec.dataset.eval_size} held-out problems")
-    before = evaluate(spec)
-    log(f"RL-training layer(s) {layers} with GRPO")
-    result = train(spec, layers, train_dir, max_steps=max_steps, on_step=on_step)
-    log("evaluating base + layer patch")
-    after = evaluate(spec, patch_dir=train_dir)
-    apply_patch(spec.model.uri, train_dir, applied_dir)
-    return {
-        "layers": result.layers,
-        "steps": result.global_step,
-        "before": before.score,
-        "after": after.score,
-        "patchDir": str(train_dir),
-        "appliedDir": str(applied_dir),
-        "trainSeconds": round(result.seconds, 1),
-    }
+    result = adapt(spec, workdir, max_steps=max_steps, on_unit=on_unit, on_step=on_step, log=log)
+    apply_patch(spec.model.uri, workdir / TRAIN_DIR, applied_dir)
+    summary = result.to_json()
+    summary.update(
+        layers=result.layers,
+        steps=result.training.global_step,
+        before=result.eval_before,
+        after=result.eval_after,
+        appliedDir=str(applied_dir),
+        trainSeconds=round(result.training.seconds, 1),
+    )
+    return summary

@@ -511,3 +511,18 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
+
+
+def inspect_stack(model: ModelSpec) -> LayerStack:
+    """The decoder stack of the spec's model, found on an empty (meta-device) copy: no weights load.
+
+    Used where only the structure matters (layer count, parameter names), e.g. to plan a probe.
+    """
+    from transformers import AutoConfig
+
+    path = resolve_model_dir(model.uri, model.revision, trust_remote_code=model.trust_remote_code)
+    _check_code_source(model.uri, _read_config(path), model.trust_remote_code)
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=bool(model.trust_remote_code))
+    with torch.device("meta"):
+        empty = AutoModelForCausalLM.from_config(config, trust_remote_code=bool(model.trust_remote_code))
+    return find_decoder_layers(empty, model.layers_path)

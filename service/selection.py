@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.errors import SpecError
-from service.spec import LayerAdaptationSpec, Strategy, check_layer_indices
+from service.spec import LayerAdaptationSpec, SelectionSpec, Strategy, check_layer_indices
+
+if TYPE_CHECKING:
+    from service.report import ProbeReport
 
 
 def positional_layers(strategy: str, k: int, num_layers: int) -> list[int]:
@@ -28,6 +32,26 @@ def positional_layers(strategy: str, k: int, num_layers: int) -> list[int]:
         start = (num_layers - k) // 2
         return list(range(start, start + k))
     raise ValueError(f"{strategy} is not a positional strategy")
+
+
+def select_layers(selection: SelectionSpec, report: ProbeReport) -> list[int]:
+    """The layers a selection rule picks given a probe report, sorted by index.
+
+    `top-k` takes the k best-ranked layers (ranks already break ties deterministically); the
+    positional rules ignore the scores; `manual` takes the listed layers.
+    """
+    num_layers = report.num_layers
+    if selection.strategy == Strategy.top_k.value:
+        if selection.k > len(report.layers):
+            raise SpecError(
+                "selection.k",
+                f"top-{selection.k} needs {selection.k} probed layers; the probe scored {len(report.layers)}",
+                f"use k <= {len(report.layers)} or probe more layers",
+            )
+        return sorted(report.ranking[: selection.k])
+    if selection.strategy == Strategy.manual.value:
+        return check_layer_indices(list(selection.layers or []), num_layers, field="selection.layers")
+    return positional_layers(selection.strategy, selection.k, num_layers)
 
 
 def layers_from_report(report_path: Path) -> list[int]:

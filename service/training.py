@@ -207,9 +207,6 @@ def train(
     device: str | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`."""
-    from trl.trainer.grpo_config import GRPOConfig
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
     from service.data import load_rows
 
     started = time.perf_counter()
@@ -239,17 +236,14 @@ def train(
     n_trainable = sum(params[n].numel() for n in trainable)
 
     _write_run_file(out_dir, spec, chosen, model_dir)
-    import datasets
-
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=cast(Any, reward_funcs),
-        args=GRPOConfig(**config_kwargs, reward_weights=weights),
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        processing_class=tokenizer,
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        (reward_funcs, weights),
+        train_rows,
+        config_kwargs,
         callbacks=[_StepCallback(on_step), *callbacks],
     )
-    _quiet(trainer)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     trained_state = {name: params[name] for name in trainable}
@@ -287,6 +281,32 @@ def train(
     )
 
 
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rewards: tuple[Sequence[Any], list[float]],
+    train_rows: list[dict[str, Any]],
+    config_kwargs: dict[str, Any],
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """TRL's GRPOTrainer over a model whose trainable parameters were already chosen."""
+    import datasets
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    reward_funcs, weights = rewards
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=cast(Any, list(reward_funcs)),
+        args=GRPOConfig(**config_kwargs, reward_weights=weights),
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    _quiet(trainer)
+    return trainer
+
+
 def _prepare_out_dir(
     out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], resume: bool
 ) -> Path | None:
@@ -314,7 +334,8 @@ def _prepare_out_dir(
                 "model.uri", f"the run in {out_dir} trains {previous.get('modelUri')}", "use the same model"
             )
     if checkpoint is None:
-        log.warning("--resume: no checkpoint in %s yet; starting from step 0", out_dir)
+        if (out_dir / CHECKPOINTS).is_dir():
+            log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return checkpoint
 

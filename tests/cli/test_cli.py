@@ -166,11 +166,14 @@ def test_demo_model_ships_in_the_package() -> None:
     assert 0.2 <= info["evalAccuracy"] <= 0.5
 
 
-def test_demo_runs_train_and_eval_and_says_where_to_look(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["demo", "--workdir", str(tmp_path), "--max-steps", "2", "--json"])
+def test_demo_probes_trains_the_top_layer_and_says_where_to_look(tmp_path: Path) -> None:
+    args = ["demo", "--workdir", str(tmp_path), "--probe-steps", "2", "--max-steps", "2", "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["steps"] == 2 and summary["layers"] == [2]
-    assert 0.0 < summary["before"] < 1.0
+    report = json.loads((tmp_path / "probe" / "probe_report.json").read_text())
+    top = next(layer["index"] for layer in report["layers"] if layer["rank"] == 1)
+    assert summary["steps"] == 2 and summary["layers"] == report["selected"] == [top]
+    assert 0.0 < summary["before"] < 1.0 and summary["before"] == pytest.approx(report["baselineScore"])
     assert (tmp_path / "train" / PATCH_TENSORS).exists()
     assert (tmp_path / "model" / "model.safetensors").exists()
