@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def run_exact(
             futures: dict[Future[dict[str, Any]], Unit] = {
                 pool.submit(_run_unit_in_worker, spec_json, u, str(out_dir), keep_runs): u for u in todo
             }
-            for future in _as_completed(futures):
+            for future in as_completed(futures):
                 unit = futures[future]
                 try:
                     finished(unit, future.result())
@@ -232,12 +232,6 @@ def run_exact(
     report = merge_partials(out_dir, spec)
     report.elapsed_seconds = time.perf_counter() - started
     return report
-
-
-def _as_completed(futures: dict[Future[dict[str, Any]], Unit]) -> Any:
-    from concurrent.futures import as_completed
-
-    return as_completed(futures)
 
 
 def merge_partials(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> ProbeReport:
