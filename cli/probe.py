@@ -82,8 +82,8 @@ def probe_run(
         str | None,
         typer.Option(
             "--layer-index",
-            help="Run one exact-mode unit only (a layer index, `full` or `base`) and write its partial "
-            "result; combine them with `probe merge`.",
+            help="Run one exact-mode unit only (a layer index, `full`, `base`, or `job` for the unit of "
+            "JOB_COMPLETION_INDEX in an Indexed Job) and write its partial result; join with `probe merge`.",
         ),
     ] = None,
     keep_runs: Annotated[

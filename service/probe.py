@@ -61,8 +61,25 @@ def candidate_layers(spec: LayerAdaptationSpec, num_layers: int) -> list[int]:
 
 
 def parse_unit(text: str, candidates: Sequence[int]) -> Unit:
-    """`base`, `full` or a candidate layer index, as given to `--layer-index`."""
+    """`base`, `full` or a candidate layer index, as given to `--layer-index`.
+
+    `job` picks the unit from `JOB_COMPLETION_INDEX`, so the pods of one Kubernetes Indexed Job with
+    `completions = len(units)` share a command line and each runs its own unit.
+
+    >>> parse_unit("full", [0, 1]), parse_unit("1", [0, 1])
+    ('full', '1')
+    """
     value = text.strip().lower()
+    if value == "job":
+        units = units_for(candidates)
+        index = os.environ.get("JOB_COMPLETION_INDEX", "")
+        if not index.isdigit() or int(index) >= len(units):
+            raise SpecError(
+                "--layer-index",
+                f"job needs JOB_COMPLETION_INDEX in 0..{len(units) - 1}, got '{index}'",
+                "run it in an Indexed Job, or name the unit",
+            )
+        return units[int(index)]
     if value in ("base", "full"):
         return value
     if value.isdigit() and int(value) in candidates:
@@ -70,7 +87,7 @@ def parse_unit(text: str, candidates: Sequence[int]) -> Unit:
     raise SpecError(
         "--layer-index",
         f"'{text}' is not a probe unit",
-        f"use base, full or a candidate layer ({', '.join(map(str, candidates))})",
+        f"use base, full, job or a candidate layer ({', '.join(map(str, candidates))})",
     )
 
 
@@ -364,6 +381,11 @@ def run_proxy(spec: LayerAdaptationSpec, mode: str) -> ProbeReport:
     notes = [
         f"{mode} is a proxy: check it against exact on your model family with `layerpilot probe validate`"
     ]
+    if mode == ProbeMode.spectrum.value:
+        notes.append(
+            f"spectrum read the weights only ({result.seconds:.1f}s, no rollouts); exact needs "
+            f"{len(candidates) + 1} RL runs of {spec.probe.steps} steps and {len(candidates) + 2} evaluations"
+        )
     if result.step_seconds is not None:
         # One exact unit per candidate plus the full run, each `probe.steps` RL steps (evals not counted).
         estimate = (len(candidates) + 1) * spec.probe.steps * result.step_seconds

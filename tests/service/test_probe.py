@@ -106,6 +106,23 @@ def test_changed_probe_settings_do_not_reuse_old_units(exact_dir: Path, tmp_path
     assert merge_partials(tmp_path, same).selected == [read_report(exact_dir).ranking[0]]
 
 
+def test_indexed_job_pods_map_their_completion_index_to_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.probe import parse_unit
+
+    candidates = [0, 2, 4]
+    assert units_for(candidates) == ["full", "0", "2", "4", "base"]
+    seen = []
+    for index in range(5):
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+        seen.append(parse_unit("job", candidates))
+    assert seen == units_for(candidates)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "5")
+    with pytest.raises(SpecError, match=r"JOB_COMPLETION_INDEX in 0\.\.4"):
+        parse_unit("job", candidates)
+    with pytest.raises(SpecError, match="candidate layer"):
+        parse_unit("1", candidates)
+
+
 def _write_partial(out: Path, unit: str, score: float, items: int = 300) -> None:
     record = {
         "unit": unit,
