@@ -30,8 +30,9 @@ test: venv  ## run the whole test suite (heavy cases included)
 test-fast: venv  ## the suite without the heavy cases
 	$(BIN)/pytest -m "not heavy"
 
-demo: venv  ## evaluate, RL-train one layer, evaluate again, apply the patch (shipped demo model)
+demo: venv  ## probe -> train -> register on the shipped demo model (local MLflow store in layerpilot-demo/)
 	$(BIN)/layerpilot demo --workdir layerpilot-demo
+	@echo "(the commands above live in $(VENV): run 'source $(VENV)/bin/activate' first)"
 
 lint: venv  ## ruff, mypy (strict on service/), import-linter
 	$(BIN)/ruff check .
@@ -47,6 +48,7 @@ demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from 
 	$(BIN)/python -m service.demo_model
 
 clean:
-	rm -rf layerpilot-demo layerpilot-train .pytest_cache .mypy_cache .ruff_cache
+	rm -rf layerpilot-demo layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \
+		mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: help venv test test-fast demo lint format demo-model clean

@@ -68,7 +68,9 @@ def main() -> None:
             "trainableParameters": trained.trainable_parameters,
         }
     runs["before"] = before
-    runs["top1ShareOfFullGain"] = runs["top-1"]["gain"] / runs["full"]["gain"] if runs["full"]["gain"] else None
+    runs["top1ShareOfFullGain"] = (
+        runs["top-1"]["gain"] / runs["full"]["gain"] if runs["full"]["gain"] else None
+    )
     results["top1VsFull"] = runs
     (out / "probe_proxies.json").write_text(json.dumps(results, indent=2) + "\n")
     print(_markdown(results, steps))

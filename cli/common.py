@@ -12,15 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer import Abort
-from typer.core import TyperGroup
-
-try:  # typer 0.2x vendors click; older releases use the click package
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException  # type: ignore[no-redef]
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typer import Abort
+from typer._click.exceptions import ClickException  # typer vendors click (>= 0.29 pinned)
+from typer.core import TyperGroup
 
 from service.errors import LayerpilotError, SpecError
 from service.spec import LayerAdaptationSpec, RewardSpec, load_spec
@@ -44,6 +40,14 @@ RewardOpt = Annotated[
     list[str] | None, typer.Option("--reward", help="Reward name (repeatable); see `layerpilot rewards`.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+NoMlflowOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-mlflow",
+        help="Do not track this run in MLflow (default: the spec's trackingUri, MLFLOW_TRACKING_URI, "
+        "or ./mlflow.db).",
+    ),
+]
 
 
 def guarded(func: F) -> F:
@@ -53,6 +57,8 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except LayerpilotError as error:
             err.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
@@ -135,11 +141,20 @@ class OneLineErrors(TyperGroup):
     line that names the option and what is accepted, like every other bad-input error here.
     """
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        forward = {"windows_expand_args": windows_expand_args, **extra}
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **forward)
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **forward)
         except ClickException as error:
             if type(error).__name__ != "NoArgsIsHelpError":  # help was printed already
                 ctx = getattr(error, "ctx", None)
@@ -150,3 +165,26 @@ class OneLineErrors(TyperGroup):
         except Abort:
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+@contextmanager
+def tracked(spec: LayerAdaptationSpec, name: str, *, enabled: bool) -> Iterator[Any]:
+    """An MLflow run for a single command (None when disabled); says at the end where to look.
+
+    The local store is ./mlflow.db, MLflow's own default, so `layerpilot registry` and `mlflow ui`
+    find it from the same directory.
+    """
+    if not enabled:
+        yield None
+        return
+    from service.pipeline import open_tracker
+    from service.tracking import where_to_look
+
+    tracker = open_tracker(spec, Path.cwd())
+    with tracker.start_run(name) as run:
+        run.log_spec(spec)
+        yield run
+    err.print(where_to_look(tracker.tracking_uri, run.experiment_id, run.run_id), soft_wrap=True)
+    missing = tracker.summary()
+    if missing:
+        err.print(f"[yellow]warning:[/] {missing}", highlight=False, soft_wrap=True)

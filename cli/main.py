@@ -6,9 +6,10 @@ progress to stderr. Exit codes: 0 success, 1 runtime failure, 2 bad input.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +18,7 @@ from cli.common import (
     DatasetOpt,
     JsonOpt,
     ModelOpt,
+    NoMlflowOpt,
     OneLineErrors,
     RewardOpt,
     SpecArg,
@@ -26,9 +28,11 @@ from cli.common import (
     out,
     progress,
     resolve_spec,
+    tracked,
 )
 from cli.probe import plan_app, probe_app
-from service.spec import parse_layer_list
+from cli.registry import registry_app
+from service.spec import ProbeMode, parse_layer_list
 
 app = typer.Typer(
     name="layerpilot",
@@ -40,6 +44,7 @@ app = typer.Typer(
 )
 patch_app = typer.Typer(help="Layer patches: apply one to its base model.", no_args_is_help=True)
 app.add_typer(patch_app, name="patch")
+app.add_typer(registry_app, name="registry")
 app.add_typer(probe_app, name="probe")
 app.add_typer(plan_app, name="plan")
 
@@ -64,6 +69,7 @@ def train(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """RL post-training of only the chosen layers; writes the layer patch to --out."""
@@ -77,8 +83,21 @@ def train(
         probe_report=from_probe,
     )
     err.print(f"training layers {chosen} of {spec.model.uri} → {out_dir}")
-    with progress("train", max_steps or spec.training.max_steps) as hook:
-        result = run_training(spec, chosen, out_dir, resume=resume, max_steps=max_steps, on_step=hook)
+    with tracked(spec, f"train {spec.model.uri}", enabled=not no_mlflow) as run:
+        with progress("train", max_steps or spec.training.max_steps) as hook:
+            result = run_training(
+                spec,
+                chosen,
+                out_dir,
+                resume=resume,
+                max_steps=max_steps,
+                on_step=hook,
+                callbacks=[run.trainer_callback()] if run else [],
+            )
+        if run:
+            from service.pipeline import log_training
+
+            log_training(run, result)
     data = result.to_json()
 
     def render() -> None:
@@ -161,6 +180,92 @@ def rewards(as_json: JsonOpt = False) -> None:
     emit({"rewards": found}, as_json, render)
 
 
+def _render_adapt(summary: dict[str, Any]) -> None:
+    from cli.probe import _layer_table
+    from service.report import read_report
+
+    def line(text: str) -> None:  # commands and paths are copied: never hard-wrap them
+        out.print(text, soft_wrap=True, highlight=False)
+
+    out.print(_layer_table(read_report(Path(summary["probeDir"]))))
+    line(
+        f"eval score {summary['evalBefore']:.3f} → {summary['evalAfter']:.3f} "
+        f"after training layers {summary['selected']} for {summary['trainedSteps']} steps"
+    )
+    line(f"probe report: {summary['probeDir']}/probe_report.json (chart: probe_report.png)")
+    line(f"layer patch:  {summary['patchDir']}")
+    if summary.get("appliedDir"):
+        line(f"full model:   {summary['appliedDir']}  (base + patch)")
+    tracking = summary["mlflow"]
+    registered = tracking.get("registeredModel")
+    if registered:
+        store = f" --tracking-uri {tracking['trackingUri']}" if tracking["trackingUri"] else ""
+        line(
+            f"registered:   {registered['name']} version {registered['version']} "
+            f"(alias {registered.get('alias', 'candidate')}); review it with "
+            f"`layerpilot registry show {registered['name']} {registered['version']}{store}`"
+        )
+    line(tracking["whereToLook"])
+
+
+def _finish_adapt(summary: dict[str, Any], spec_registered_model: str | None, as_json: bool) -> None:
+    emit(summary, as_json, lambda: _render_adapt(summary))
+    tracking = summary["mlflow"]
+    if tracking.get("notLogged"):
+        err.print(f"[yellow]warning:[/] {tracking['notLogged']}", highlight=False, soft_wrap=True)
+    if spec_registered_model and not tracking.get("registeredModel"):
+        err.print(
+            f"[bold red]error:[/] trained and evaluated, but not registered as {spec_registered_model}; "
+            f"the patch is kept in {summary['patchDir']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def adapt(
+    spec_path: SpecArg = None,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Probe, training and result files (re-run to resume).")
+    ] = Path("layerpilot-adapt"),
+    mode: Annotated[
+        ProbeMode | None, typer.Option("--mode", help="Probe mode (default: probe.mode).")
+    ] = None,
+    parallel: Annotated[
+        int | None, typer.Option("--parallel", min=1, help="Exact-probe runs at once.")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Override training.maxSteps.")
+    ] = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    reward: RewardOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Probe, select, train only the selected layers, evaluate, register (what the operator's Jobs run)."""
+    from service.pipeline import adapt as run_adapt
+
+    spec = resolve_spec(spec_path, model, dataset, reward)
+    with progress("train", max_steps or spec.training.max_steps) as hook:
+        result = run_adapt(
+            spec,
+            workdir,
+            mode=mode.value if mode is not None else None,
+            parallel=parallel,
+            max_steps=max_steps,
+            on_unit=_print_unit,
+            on_step=hook,
+            log=err.print,
+        )
+    _finish_adapt(result.to_json(), spec.mlflow.registered_model, as_json)
+
+
+def _print_unit(done: int, total: int, unit: str, score: float) -> None:
+    err.print(f"  probe [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}")
+
+
 @app.command()
 @guarded
 def demo(
@@ -175,38 +280,19 @@ def demo(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Probe the shipped demo model's layers, RL-train the best one, evaluate before and after."""
-    from service.demo import run_demo
-
-    def on_unit(done: int, total: int, unit: str, score: float) -> None:
-        err.print(
-            f"  probe [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}"
-        )
+    """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
+    from service.demo import demo_spec, run_demo
 
     with progress("train", max_steps or 60) as hook:
         summary = run_demo(
             workdir,
             max_steps=max_steps,
             probe_steps=probe_steps,
-            on_unit=on_unit,
+            on_unit=_print_unit,
             on_step=hook,
             log=err.print,
         )
-
-    def render() -> None:
-        from cli.probe import _layer_table
-        from service.report import read_report
-
-        out.print(_layer_table(read_report(Path(summary["probeDir"]))))
-        out.print(
-            f"eval score {summary['before']:.3f} → {summary['after']:.3f} "
-            f"after training layers {summary['layers']} for {summary['steps']} steps"
-        )
-        out.print(f"probe report: {summary['probeDir']}/probe_report.json (chart: probe_report.png)")
-        out.print(f"layer patch:  {summary['patchDir']}")
-        out.print(f"full model:   {summary['appliedDir']}  (base + patch)")
-
-    emit(summary, as_json, render)
+    _finish_adapt(summary, demo_spec().mlflow.registered_model, as_json)
 
 
 def main() -> None:
@@ -215,6 +301,7 @@ def main() -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="trl")
     from transformers.utils import logging as hf_logging

@@ -14,6 +14,7 @@ from cli.common import (
     DatasetOpt,
     JsonOpt,
     ModelOpt,
+    NoMlflowOpt,
     RewardOpt,
     SpecArg,
     emit,
@@ -21,6 +22,7 @@ from cli.common import (
     guarded,
     out,
     resolve_spec,
+    tracked,
 )
 from service.spec import ProbeMode
 
@@ -92,6 +94,7 @@ def probe_run(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Score every candidate layer, select the ones to train, write probe_report.json and .png."""
@@ -121,9 +124,20 @@ def probe_run(
         err.print(f"  [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}")
 
     err.print(f"{chosen_mode} probe of {spec.model.uri} → {out_dir}")
-    report = run_probe(
-        spec, out_dir, mode=chosen_mode, parallel=parallel, keep_runs=keep_runs, on_unit=on_unit
-    )
+    with tracked(spec, f"probe {spec.model.uri}", enabled=not no_mlflow) as run:
+        report = run_probe(
+            spec,
+            out_dir,
+            mode=chosen_mode,
+            parallel=parallel,
+            keep_runs=keep_runs,
+            on_unit=on_unit,
+            write=run is None,
+        )
+        if run is not None:
+            from service.pipeline import log_probe
+
+            log_probe(run, report, out_dir)
     _print_report(report, out_dir, as_json)
 
 

@@ -11,6 +11,7 @@ from service.delta import apply_patch
 from service.pipeline import PROBE_DIR, TRAIN_DIR, adapt
 from service.probe import UnitHook
 from service.spec import LayerAdaptationSpec, load_spec
+from service.tracking import Tracker, local_store_uri
 from service.training import StepHook
 
 DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
@@ -48,7 +49,11 @@ def run_demo(
     applied_dir = workdir / "model"
     for stale in (workdir / PROBE_DIR, workdir / TRAIN_DIR, applied_dir):
         shutil.rmtree(stale, ignore_errors=True)
-    result = adapt(spec, workdir, max_steps=max_steps, on_unit=on_unit, on_step=on_step, log=log)
+    # The demo keeps its own store (and registry) in the work directory, whatever the environment says.
+    tracker = Tracker(local_store_uri(workdir), spec.mlflow.experiment, local_dir=workdir)
+    result = adapt(
+        spec, workdir, max_steps=max_steps, on_unit=on_unit, on_step=on_step, log=log, tracker=tracker
+    )
     apply_patch(spec.model.uri, workdir / TRAIN_DIR, applied_dir)
     summary = result.to_json()
     summary.update(

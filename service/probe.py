@@ -355,8 +355,10 @@ def run_probe(
     parallel: int | None = None,
     keep_runs: bool = False,
     on_unit: UnitHook | None = None,
+    write: bool = True,
 ) -> ProbeReport:
-    """Probe in the spec's mode (or `mode`), select layers, and write probe_report.json and .png."""
+    """Probe in the spec's mode (or `mode`), select layers, and write probe_report.json and .png
+    (unless `write` is false: a caller that adds the MLflow run id writes it once, afterwards)."""
     mode = mode or spec.probe.mode
     if mode == ProbeMode.exact.value:
         report = run_exact(spec, out_dir, parallel=parallel, keep_runs=keep_runs, on_unit=on_unit)
@@ -364,7 +366,8 @@ def run_probe(
         report = run_proxy(spec, mode)
     else:
         raise SpecError("--mode", f"'{mode}' is not a probe mode", "use exact, gradient or spectrum")
-    report.write(out_dir)
+    if write:
+        report.write(out_dir)
     return report
 
 

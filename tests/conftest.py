@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from service.spec import LayerAdaptationSpec, load_spec
+from tests.mlflow_server import clean_mlflow_env, mlflow_server  # noqa: F401 - session MLflow server fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_LAYER = 2
@@ -42,3 +43,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("trained") / "run"
     result = train(small_spec(), [TRAINED_LAYER], out)
     return {"out": out, "result": result, "layer": TRAINED_LAYER}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands that track by default (`probe`, `train`) log into a throwaway store, not ./mlflow.db."""
+    import os
+
+    store = tmp_path_factory.mktemp("session-mlflow") / "mlflow.db"
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{store}")

@@ -1,0 +1,130 @@
+"""`layerpilot registry`: review registered layer patches and move the `champion` alias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markdown import Markdown
+from rich.table import Table
+
+from cli.common import JsonOpt, emit, err, guarded, out
+
+registry_app = typer.Typer(
+    help="Registered layer patches: list, show, promote (MLflow model registry).", no_args_is_help=True
+)
+
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow server URL or store URI (e.g. http://mlflow:5000 or sqlite:////abs/workdir/mlflow.db).",
+        show_default=False,
+    ),
+]
+
+
+def _registry(tracking_uri: str | None) -> Any:
+    """The registry at --tracking-uri / MLFLOW_TRACKING_URI, else the local store in the current directory."""
+    from service.registry import Registry
+    from service.tracking_config import check_tracking_uri, local_store_uri
+
+    if tracking_uri:
+        return Registry(check_tracking_uri(tracking_uri, "--tracking-uri"))
+    return Registry(local_store_uri(Path.cwd()))
+
+
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+@registry_app.command("list")
+@guarded
+def list_(tracking_uri: TrackingUriOpt = None, as_json: JsonOpt = False) -> None:
+    """Registered models with their newest version and aliases."""
+    models = _registry(tracking_uri).list_models()
+
+    def render() -> None:
+        if not models:
+            out.print("no registered models")
+            return
+        table = Table(title="registered models")
+        for column in ("name", "latest", "aliases", "description"):
+            table.add_column(column)
+        for model in models:
+            aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(model["aliases"].items()))
+            table.add_row(model["name"], model["latestVersion"] or "–", aliases, model["description"])
+        out.print(table)
+
+    emit({"models": models}, as_json, render)
+
+
+@registry_app.command()
+@guarded
+def show(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str | None, typer.Argument(help="One version: its review and tags.")] = None,
+    tracking_uri: TrackingUriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A model's versions (score, layers, aliases), or one version's full review."""
+    data = _registry(tracking_uri).show(name, version)
+
+    def render() -> None:
+        if version is not None:
+            aliases = f" ({', '.join(data['aliases'])})" if data["aliases"] else ""
+            out.print(
+                f"[bold]{data['name']} version {data['version']}[/]{aliases}  run {data['runId']}",
+                soft_wrap=True,
+            )
+            out.print(Markdown(data["description"] or "_no description_"))
+            for key, value in sorted(data["tags"].items()):
+                out.print(f"  {key} = {value}", highlight=False, markup=False, soft_wrap=True)
+            return
+        table = Table(title=f"{name}: {data['description'].splitlines()[0] if data['description'] else ''}")
+        for column in ("version", "eval score", "layers", "aliases", "created", "run"):
+            table.add_column(column)
+        for item in data["versions"]:
+            table.add_row(
+                item["version"],
+                _score(item["evalScore"]),
+                item["layers"] or "–",
+                ", ".join(item["aliases"]),
+                item["createdAt"],
+                item["runId"] or "–",
+            )
+        out.print(table)
+
+    emit(data, as_json, render)
+
+
+@registry_app.command()
+@guarded
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option("--alias", help="Alias to move.")] = "champion",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Move the alias even if the eval score does not beat the holder's."),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why (required with --force); recorded on the version.")
+    ] = None,
+    tracking_uri: TrackingUriOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point ALIAS at VERSION when its eval score beats the current holder's (or with --force)."""
+    result = _registry(tracking_uri).promote(name, version, alias=alias, force=force, reason=reason)
+
+    def render() -> None:
+        if result["promoted"]:
+            previous = f" (was version {result['previous']})" if result["previous"] else ""
+            message = f"{name}: `{alias}` → version {version}{previous}: {result['reason']}"
+            out.print(message, soft_wrap=True, highlight=False, markup=False)
+        else:
+            err.print(f"{name}: {result['reason']}; nothing changed", soft_wrap=True, highlight=False)
+
+    emit(result, as_json, render)

@@ -1,0 +1,217 @@
+"""What a reviewer reads about a registered layer patch, and the rule that moves `champion`.
+
+Pure functions with no MLflow import (`service.tracking` does the calls), so the wording of a version's
+description and the promotion gate are tested by comparing strings and values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# Version tags: the gate reads EVAL_SCORE; the others let `registry list/show` answer without
+# downloading anything.
+TAG_PREFIX = "layerpilot."
+MODEL = "layerpilot.model"
+EVAL_SCORE = "layerpilot.eval_score"
+EVAL_BEFORE = "layerpilot.eval_before"
+LAYERS = "layerpilot.layers"
+SPEC_HASH = "layerpilot.spec_hash"
+BASE_MODEL = "layerpilot.base_model"
+BASE_FINGERPRINT = "layerpilot.base_fingerprint"
+STRATEGY = "layerpilot.strategy"
+TRAINING_STEPS = "layerpilot.training_steps"
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+
+def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """A nested spec as MLflow params with dotted keys; lists stay one JSON value.
+
+    >>> flatten_params({"algorithm": {"learningRate": 1e-05, "extra": {}}, "rewards": [{"name": "x"}]})
+    {'algorithm.learningRate': '1e-05', 'algorithm.extra': '{}', 'rewards': '[{"name": "x"}]'}
+    """
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_params(value, prefix=f"{name}."))
+        elif isinstance(value, str):
+            out[name] = value
+        else:
+            out[name] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def layers_text(layers: Sequence[int]) -> str:
+    """>>> layers_text([3, 1])
+    '1,3'
+    """
+    return ",".join(str(i) for i in sorted(layers))
+
+
+@dataclass(frozen=True)
+class PatchReview:
+    """Everything a version's description shows; built by `service.tracking.register_patch`."""
+
+    base_uri: str
+    base_fingerprint: str
+    layers: list[int]
+    eval_before: float | None
+    eval_after: float | None
+    training_steps: int | None
+    num_parameters: int | None = None
+    strategy: str | None = None
+    spec_hash: str | None = None
+    eval_items: int | None = None
+    probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json "layers"
+    deltas: dict[str, float] = field(default_factory=dict)  # layer index -> relative change
+    runs: dict[str, str] = field(default_factory=dict)  # role -> run id or link
+
+
+def _num(value: Any, fmt: str = ".3f") -> str:
+    return "–" if value is None else format(float(value), fmt)
+
+
+def describe_patch(review: PatchReview, registered_name: str) -> str:
+    """The Markdown description of a model version: enough to decide on promotion without digging."""
+    change = (
+        f" ({review.eval_after - review.eval_before:+.3f})"
+        if review.eval_before is not None and review.eval_after is not None
+        else ""
+    )
+    items = f" on {review.eval_items} held-out items" if review.eval_items else ""
+    lines = [
+        f"### Layer patch for `{review.base_uri}`: layer{'s' if len(review.layers) > 1 else ''} "
+        f"{layers_text(review.layers)}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| eval score (greedy) | {_num(review.eval_before)} → **{_num(review.eval_after)}**"
+        f"{change}{items} |",
+        f"| trained layers | {layers_text(review.layers)}"
+        + (f" (selection `{review.strategy}`)" if review.strategy else "")
+        + " |",
+        f"| training steps | {review.training_steps if review.training_steps is not None else '–'} |",
+    ]
+    if review.num_parameters is not None:
+        lines.append(f"| trained parameters | {review.num_parameters:,} |")
+    lines += [
+        f"| base model fingerprint | `{review.base_fingerprint[:23]}…` |",
+        f"| spec hash | `{review.spec_hash or '–'}` |",
+    ]
+    rows = _layer_rows(review)
+    if rows:
+        lines += [
+            "",
+            "#### Per layer",
+            "| layer | probe score | contribution | rank | weight change ‖ΔW‖/‖W‖ | trained |",
+            "|---:|---:|---:|---:|---:|:-:|",
+            *rows,
+        ]
+    if review.runs:
+        lines += ["", "#### Runs", *(f"- {role}: {ref}" for role, ref in review.runs.items())]
+    lines += [
+        "",
+        f"Promote with `layerpilot registry promote {registered_name} <version>`: `champion` moves only "
+        "when this version's eval score beats the current champion's.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _layer_rows(review: PatchReview) -> list[str]:
+    by_index: dict[int, dict[str, Any]] = {int(row["index"]): dict(row) for row in review.probe_layers}
+    for key in review.deltas:
+        by_index.setdefault(int(key), {"index": int(key)})
+    rows = []
+    for index in sorted(by_index):
+        row = by_index[index]
+        contribution = row.get("contribution")
+        delta = review.deltas.get(str(index))
+        rows.append(
+            f"| {index} | {_num(row.get('score'))} | "
+            f"{'–' if contribution is None else format(float(contribution), '+.3f')} | "
+            f"{row.get('rank', '–')} | {'–' if delta is None else format(delta, '.2e')} | "
+            f"{'✔' if index in review.layers else ''} |"
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    move: bool
+    reason: str
+
+
+def decide_promotion(
+    version: str,
+    score: float | None,
+    champion_version: str | None,
+    champion_score: float | None,
+    *,
+    alias: str = CHAMPION,
+    force: bool = False,
+) -> PromotionDecision:
+    """Move `alias` only to a version whose eval score strictly beats the current holder's.
+
+    >>> decide_promotion("3", 0.5, "2", 0.4).move
+    True
+    >>> decide_promotion("3", 0.4, "2", 0.4).reason
+    'version 3 scores 0.4000, not above champion version 2 (0.4000)'
+    >>> decide_promotion("3", 0.1, "2", 0.4, force=True).move
+    True
+    """
+    if champion_version == version:
+        return PromotionDecision(False, f"version {version} already holds `{alias}`")
+    if force:
+        return PromotionDecision(True, "forced")
+    if score is None:
+        return PromotionDecision(False, f"version {version} has no {EVAL_SCORE} tag to compare")
+    if champion_version is None:
+        return PromotionDecision(True, f"no version holds `{alias}` yet")
+    if champion_score is None:
+        return PromotionDecision(True, f"{alias} version {champion_version} has no eval score")
+    if score > champion_score:
+        return PromotionDecision(
+            True, f"version {version} scores {score:.4f} > {champion_score:.4f} (version {champion_version})"
+        )
+    return PromotionDecision(
+        False,
+        f"version {version} scores {score:.4f}, not above {alias} version {champion_version} "
+        f"({champion_score:.4f})",
+    )
+
+
+def promotion_tags(
+    alias: str, who: str, when: str, *, reason: str | None, forced: bool, replaced: str | None
+) -> dict[str, str]:
+    """The audit record a promotion leaves on the version, one key set per alias.
+
+    >>> tags = promotion_tags("champion", "ana", "2026-01-01", reason="hotfix", forced=True, replaced="2")
+    >>> tags  # doctest: +NORMALIZE_WHITESPACE
+    {'layerpilot.champion.promoted_by': 'ana', 'layerpilot.champion.promoted_at': '2026-01-01',
+     'layerpilot.champion.forced': 'true', 'layerpilot.champion.replaced_version': '2',
+     'layerpilot.champion.reason': 'hotfix'}
+    """
+    prefix = f"{TAG_PREFIX}{alias}."
+    tags = {
+        f"{prefix}promoted_by": who,
+        f"{prefix}promoted_at": when,
+        f"{prefix}forced": "true" if forced else "false",
+        f"{prefix}replaced_version": replaced or "",
+    }
+    if reason:
+        tags[f"{prefix}reason"] = reason.strip()
+    return tags
+
+
+def parse_score(value: str | None) -> float | None:
+    """>>> parse_score("0.25"), parse_score("n/a"), parse_score(None)
+    (0.25, None, None)
+    """
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
