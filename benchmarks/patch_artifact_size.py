@@ -45,7 +45,10 @@ def main() -> None:
         full = AutoModelForCausalLM.from_pretrained(out / "full")
         tokenizer = AutoTokenizer.from_pretrained(out / "full")
         full_info = mlflow.transformers.log_model(
-            {"model": full, "tokenizer": tokenizer}, name="full", task="text-generation"
+            {"model": full, "tokenizer": tokenizer},
+            name="full",
+            task="text-generation",
+            pip_requirements=["transformers", "torch"],  # skip inference: it imports torchvision
         )
     root = Path(experiment.artifact_location.removeprefix("file://"))
     sizes = {}
