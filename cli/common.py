@@ -40,6 +40,11 @@ RewardOpt = Annotated[
     list[str] | None, typer.Option("--reward", help="Reward name (repeatable); see `layerpilot rewards`.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Override training.maxSteps.")]
+ParallelOpt = Annotated[
+    int | None,
+    typer.Option("--parallel", min=1, help="Exact-probe runs at once (default: sized to the machine)."),
+]
 NoMlflowOpt = Annotated[
     bool,
     typer.Option(
@@ -188,3 +193,8 @@ def tracked(spec: LayerAdaptationSpec, name: str, *, enabled: bool) -> Iterator[
     missing = tracker.summary()
     if missing:
         err.print(f"[yellow]warning:[/] {missing}", highlight=False, soft_wrap=True)
+
+
+def print_unit(done: int, total: int, unit: str, score: float) -> None:
+    """Progress of an exact probe, one line per finished unit (a `service.probe.UnitHook`)."""
+    err.print(f"  probe [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}")

@@ -17,15 +17,18 @@ from rich.table import Table
 from cli.common import (
     DatasetOpt,
     JsonOpt,
+    MaxStepsOpt,
     ModelOpt,
     NoMlflowOpt,
     OneLineErrors,
+    ParallelOpt,
     RewardOpt,
     SpecArg,
     emit,
     err,
     guarded,
     out,
+    print_unit,
     progress,
     resolve_spec,
     tracked,
@@ -57,9 +60,7 @@ def train(
     from_probe: Annotated[
         Path | None, typer.Option("--from-probe", help="Train the layers selected in a probe_report.json.")
     ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Override training.maxSteps.")
-    ] = None,
+    max_steps: MaxStepsOpt = None,
     out_dir: Annotated[
         Path, typer.Option("--out", help="Output directory (checkpoints and layer patch).")
     ] = Path("layerpilot-train"),
@@ -233,12 +234,8 @@ def adapt(
     mode: Annotated[
         ProbeMode | None, typer.Option("--mode", help="Probe mode (default: probe.mode).")
     ] = None,
-    parallel: Annotated[
-        int | None, typer.Option("--parallel", min=1, help="Exact-probe runs at once.")
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", min=1, help="Override training.maxSteps.")
-    ] = None,
+    parallel: ParallelOpt = None,
+    max_steps: MaxStepsOpt = None,
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
@@ -255,15 +252,11 @@ def adapt(
             mode=mode.value if mode is not None else None,
             parallel=parallel,
             max_steps=max_steps,
-            on_unit=_print_unit,
+            on_unit=print_unit,
             on_step=hook,
             log=err.print,
         )
     _finish_adapt(result.to_json(), spec.mlflow.registered_model, as_json)
-
-
-def _print_unit(done: int, total: int, unit: str, score: float) -> None:
-    err.print(f"  probe [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}")
 
 
 @app.command()
@@ -288,7 +281,7 @@ def demo(
             workdir,
             max_steps=max_steps,
             probe_steps=probe_steps,
-            on_unit=_print_unit,
+            on_unit=print_unit,
             on_step=hook,
             log=err.print,
         )

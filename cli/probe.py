@@ -15,12 +15,14 @@ from cli.common import (
     JsonOpt,
     ModelOpt,
     NoMlflowOpt,
+    ParallelOpt,
     RewardOpt,
     SpecArg,
     emit,
     err,
     guarded,
     out,
+    print_unit,
     resolve_spec,
     tracked,
 )
@@ -76,10 +78,7 @@ def probe_run(
         ProbeMode | None, typer.Option("--mode", help="exact | gradient | spectrum (default: probe.mode).")
     ] = None,
     out_dir: OutOpt = DEFAULT_OUT,
-    parallel: Annotated[
-        int | None,
-        typer.Option("--parallel", min=1, help="Exact-mode runs at once (default: sized to the machine)."),
-    ] = None,
+    parallel: ParallelOpt = None,
     layer_index: Annotated[
         str | None,
         typer.Option(
@@ -120,9 +119,6 @@ def probe_run(
         )
         return
 
-    def on_unit(done: int, total: int, unit: str, score: float) -> None:
-        err.print(f"  [{done}/{total}] {'layer ' + unit if unit.isdigit() else unit}: score {score:.4f}")
-
     err.print(f"{chosen_mode} probe of {spec.model.uri} → {out_dir}")
     with tracked(spec, f"probe {spec.model.uri}", enabled=not no_mlflow) as run:
         report = run_probe(
@@ -131,7 +127,7 @@ def probe_run(
             mode=chosen_mode,
             parallel=parallel,
             keep_runs=keep_runs,
-            on_unit=on_unit,
+            on_unit=print_unit,
             write=run is None,
         )
         if run is not None:
