@@ -139,6 +139,7 @@ def run_unit(
     else:
         layers = list(range(len(stack))) if unit == "full" else [int(unit)]
         run_dir = out_dir / RUNS / partial_path(out_dir, unit).stem
+        _claim_run_dir(run_dir, fingerprint)
         trained = train(spec, layers, run_dir, resume=True, max_steps=spec.probe.steps)
         result = evaluate(spec, patch_dir=run_dir)
         record["trainedSteps"] = trained.global_step
@@ -157,6 +158,15 @@ def run_unit(
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
     return record
+
+
+def _claim_run_dir(run_dir: Path, fingerprint: str) -> None:
+    """A unit resumes its own interrupted run, never one left by a probe with other settings."""
+    marker = run_dir / "probe_fingerprint"
+    if run_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
 
 
 def _run_unit_in_worker(

@@ -7,6 +7,7 @@ alone, and the result is written as a layer patch (see `service.delta`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
@@ -333,11 +334,34 @@ def _prepare_out_dir(
             raise SpecError(
                 "model.uri", f"the run in {out_dir} trains {previous.get('modelUri')}", "use the same model"
             )
+        if previous.get("trainingHash", training_fingerprint(spec)) != training_fingerprint(spec):
+            raise SpecError(
+                "--resume",
+                f"the run in {out_dir} was trained with other settings (data, rewards, algorithm, "
+                "batch size, seed or precision); continuing it would mix two trainings",
+                "use the original spec, or a new output directory",
+            )
     if checkpoint is None:
         if (out_dir / CHECKPOINTS).is_dir():
             log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return checkpoint
+
+
+def training_fingerprint(spec: LayerAdaptationSpec) -> str:
+    """Hash of what a resumed run must share with the run it continues.
+
+    Length and checkpointing (`maxSteps`, `saveSteps`, `saveTotalLimit`) may change between
+    attempts — extending a run is the point of resuming — and so may probe, selection, tracking and
+    resources, which do not touch the weights.
+    """
+    relevant = spec.model_dump(
+        mode="json", by_alias=True, include={"model", "dataset", "rewards", "algorithm"}
+    )
+    relevant["training"] = spec.training.model_dump(
+        mode="json", by_alias=True, exclude={"max_steps", "save_steps", "save_total_limit"}
+    )
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _write_run_file(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], model_dir: Path) -> None:
@@ -347,6 +371,7 @@ def _write_run_file(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int],
         "modelUri": spec.model.uri,
         "modelDir": str(model_dir),
         "specHash": spec.fingerprint(),
+        "trainingHash": training_fingerprint(spec),
     }
     (out_dir / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
 

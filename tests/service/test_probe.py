@@ -104,6 +104,10 @@ def test_changed_probe_settings_do_not_reuse_old_units(exact_dir: Path, tmp_path
     # selection and training length do not change a unit's result, so they reuse it
     same = probe_spec(selection={"k": 1}, training={"maxSteps": 99})
     assert merge_partials(tmp_path, same).selected == [read_report(exact_dir).ranking[0]]
+    # the changed probe runs its unit afresh instead of resuming the other settings' run
+    shutil.copytree(exact_dir / "runs" / "layer-2", tmp_path / "runs" / "layer-2")
+    record = run_unit(changed, "2", tmp_path)
+    assert record["trainedSteps"] == 2 and record["learningRate"] == 2e-3
 
 
 def test_indexed_job_pods_map_their_completion_index_to_a_unit(monkeypatch: pytest.MonkeyPatch) -> None:

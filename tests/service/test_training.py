@@ -127,6 +127,13 @@ def test_resume_after_interruption_finishes_at_the_same_step(tmp_path: Path) -> 
         train(spec, [1], out)
     with pytest.raises(SpecError, match="trains layers"):
         train(spec, [3], out, resume=True)
+    with pytest.raises(SpecError, match="other settings"):
+        train(
+            small_spec(training={"maxSteps": 4, "saveSteps": 2}, algorithm={"beta": 0.1}),
+            [1],
+            out,
+            resume=True,
+        )
 
     result = train(spec, [1], out, resume=True)
     assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-2")
