@@ -99,6 +99,11 @@ T = TypeVar("T")
 _METRIC_KEY = re.compile(r"[^/\w.\- ]")
 
 
+# The MLflow 3 UI files runs of an unclassified experiment under GenAI "evaluation runs"; RL
+# post-training is model training, so experiments we create say so.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 class Tracker:
     """Opens the experiment and the runs of one workdir; never raises for a tracking failure."""
 
@@ -184,7 +189,7 @@ class Tracker:
                 location = (db.parent / LOCAL_ARTIFACTS).as_uri() if db is not None else None
                 try:
                     self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, artifact_location=location
+                        self.experiment_name, artifact_location=location, tags=EXPERIMENT_TAGS
                     )
                 except MlflowException as error:  # created meanwhile by a parallel Job
                     found = self.client.get_experiment_by_name(self.experiment_name)

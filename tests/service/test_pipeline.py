@@ -41,6 +41,9 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     runs = _runs(client, "adapt-tree")
 
     parent = runs[f"adapt {spec.model.uri}"]
+    experiment = client.get_experiment_by_name("adapt-tree")
+    assert experiment is not None  # filed under model training, not GenAI evaluations, in the UI
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     children = {
         name for name, run in runs.items() if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
