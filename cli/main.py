@@ -276,7 +276,8 @@ def demo(
     """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
     from service.demo import demo_spec, run_demo
 
-    with progress("train", max_steps or 60) as hook:
+    spec = demo_spec()
+    with progress("train", max_steps or spec.training.max_steps) as hook:
         summary = run_demo(
             workdir,
             max_steps=max_steps,
@@ -285,7 +286,7 @@ def demo(
             on_step=hook,
             log=err.print,
         )
-    _finish_adapt(summary, demo_spec().mlflow.registered_model, as_json)
+    _finish_adapt(summary, spec.mlflow.registered_model, as_json)
 
 
 def main() -> None:

@@ -152,13 +152,14 @@ def write_patch(
         **(dict(extra) if extra else {}),
         "spec": dict(spec) if spec else None,
     }
-    _atomic(out_dir / PATCH_TENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _atomic(out_dir / DELTAS, lambda p: p.write_text(json.dumps(deltas, indent=2) + "\n"))
-    _atomic(out_dir / PATCH_META, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(out_dir / PATCH_TENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    atomic_write(out_dir / DELTAS, lambda p: p.write_text(json.dumps(deltas, indent=2) + "\n"))
+    atomic_write(out_dir / PATCH_META, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     return deltas
 
 
-def _atomic(target: Path, write: Any) -> None:
+def atomic_write(target: Path, write: Any) -> None:
+    """Write through a temporary file beside `target`, then rename: a killed process leaves no half file."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     os.close(fd)
     try:

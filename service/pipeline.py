@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.delta import DELTAS, PATCH_META, PATCH_TENSORS
 from service.evaluation import evaluate
 from service.probe import PARTIALS, UnitHook, run_probe
 from service.report import REPORT_JSON, REPORT_PNG, ProbeReport
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 PROBE_DIR = "probe"
 TRAIN_DIR = "train"
 RESULT_JSON = "adapt_result.json"
-PATCH_FILES = ("layer_patch.safetensors", "layer_patch.json", "deltas.json")
+PATCH_FILES = (PATCH_TENSORS, PATCH_META, DELTAS)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from service.delta import PATCH_TENSORS, atomic_write
 from service.errors import LayerpilotError, SpecError
 from service.report import LayerScore, ProbeReport, rank_layers
 from service.selection import select_layers
@@ -118,7 +119,7 @@ def run_unit(
     """Run one probe unit and write its partial result; returns it."""
     from service.evaluation import evaluate
     from service.layers import inspect_stack
-    from service.training import train
+    from service.training import CHECKPOINTS, train
 
     stack = inspect_stack(spec.model)
     candidates = candidate_layers(spec, len(stack))
@@ -147,16 +148,14 @@ def run_unit(
         record["trainMetrics"] = trained.metrics
         if not keep_runs:
             # The probe needs the score, not the weights: a big model's per-layer patches add up fast.
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            (run_dir / "layer_patch.safetensors").unlink(missing_ok=True)
+            shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
+            (run_dir / PATCH_TENSORS).unlink(missing_ok=True)
     record["score"] = result.score
     record["numItems"] = result.num_items
     record["seconds"] = round(time.perf_counter() - started, 3)
     path = partial_path(out_dir, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     return record
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,18 +55,12 @@ def select_layers(selection: SelectionSpec, report: ProbeReport) -> list[int]:
 
 def layers_from_report(report_path: Path) -> list[int]:
     """The `selected` layers of a probe_report.json."""
-    try:
-        report = json.loads(report_path.read_text())
-    except FileNotFoundError:
-        raise SpecError("--from-probe", f"no file at {report_path}", "pass a probe_report.json") from None
-    except json.JSONDecodeError as error:
-        raise SpecError(
-            "--from-probe", f"{report_path} is not JSON ({error.msg})", "pass a probe_report.json"
-        ) from None
-    selected = report.get("selected") if isinstance(report, dict) else None
-    if not isinstance(selected, list) or not selected:
+    from service.report import read_report
+
+    selected = read_report(report_path, "--from-probe").selected
+    if not selected:
         raise SpecError("--from-probe", f"{report_path} has no selected layers", "re-run `layerpilot probe`")
-    return [int(i) for i in selected]
+    return selected
 
 
 def layers_for_training(
