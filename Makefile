@@ -45,7 +45,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
-	$(BIN)/python -m service.demo_model
+	$(BIN)/python tools/build_demo_model.py
 
 clean:
 	rm -rf layerpilot-demo layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \

@@ -18,9 +18,9 @@ import mlflow
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mlflow_plugins import layer_patch_flavor
-from service.delta import apply_patch
-from service.spec import load_spec
-from service.training import train
+from service.patch import apply_patch
+from service.spec.loading import load_spec
+from service.training.trainer import train
 
 
 def _bytes(path: Path) -> int:

@@ -24,9 +24,9 @@ import torch
 
 from service.demo import demo_spec
 from service.evaluation import evaluate
-from service.probe import run_probe
-from service.training import train
-from service.validation import rank_agreement, validate_proxies
+from service.probe.agreement import rank_agreement, validate_proxies
+from service.probe.run import run_probe
+from service.training.trainer import train
 
 
 def main() -> None:

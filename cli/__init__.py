@@ -1,1 +1,5 @@
-"""layerpilot command-line interface (Typer)."""
+"""The `layerpilot` command line: one Typer module per command group, joined in `cli.main`.
+
+Imports `service` (never the reverse); heavy service modules are imported inside the commands, so
+`--help` and bad input answer at once.
+"""

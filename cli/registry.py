@@ -7,18 +7,24 @@ from typing import Annotated, Any
 
 import typer
 from rich.markdown import Markdown
-from rich.table import Table
 
-from cli.common import JsonOpt, emit, err, guarded, out
+from cli.base import App
+from cli.console import emit, err, guarded, out, say, score
+from cli.options import JsonOpt
+from cli.tables import plain_table
+from service.tracking.uris import check_tracking_uri, local_store_uri
 
-registry_app = typer.Typer(
-    help="Registered layer patches: list, show, promote (MLflow model registry).", no_args_is_help=True
+app = App(
+    name="registry",
+    help="Registered layer patches: list, show, promote (MLflow model registry).",
+    no_args_is_help=True,
 )
 
 TrackingUriOpt = Annotated[
     str | None,
     typer.Option(
         "--tracking-uri",
+        metavar="URI",
         envvar="MLFLOW_TRACKING_URI",
         help="MLflow server URL or store URI (e.g. http://mlflow:5000 or sqlite:////abs/workdir/mlflow.db).",
         show_default=False,
@@ -28,44 +34,41 @@ TrackingUriOpt = Annotated[
 
 def _registry(tracking_uri: str | None) -> Any:
     """The registry at --tracking-uri / MLFLOW_TRACKING_URI, else the local store in the current directory."""
-    from service.registry import Registry
-    from service.tracking_config import check_tracking_uri, local_store_uri
+    from service.tracking.registry import Registry  # deferred: mlflow takes seconds to import
 
     if tracking_uri:
         return Registry(check_tracking_uri(tracking_uri, "--tracking-uri"))
     return Registry(local_store_uri(Path.cwd()))
 
 
-def _score(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-@registry_app.command("list")
+@app.command("list")
 @guarded
 def list_(tracking_uri: TrackingUriOpt = None, as_json: JsonOpt = False) -> None:
     """Registered models with their newest version and aliases."""
-    models = _registry(tracking_uri).list_models()
+    registry = _registry(tracking_uri)
+    models = registry.list_models()
 
     def render() -> None:
         if not models:
-            out.print("no registered models")
+            say(f"no registered models in {registry.tracking_uri}")
             return
-        table = Table(title="registered models")
-        for column in ("name", "latest", "aliases", "description"):
-            table.add_column(column)
+        say(f"registered models in {registry.tracking_uri}")
+        table = plain_table("name", "latest", "aliases", "description")
         for model in models:
             aliases = ", ".join(f"{a}→v{v}" for a, v in sorted(model["aliases"].items()))
             table.add_row(model["name"], model["latestVersion"] or "–", aliases, model["description"])
         out.print(table)
 
-    emit({"models": models}, as_json, render)
+    emit({"trackingUri": registry.tracking_uri, "models": models}, as_json, render)
 
 
-@registry_app.command()
+@app.command()
 @guarded
 def show(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str | None, typer.Argument(help="One version: its review and tags.")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
+    version: Annotated[
+        str | None, typer.Argument(metavar="VERSION", help="One version: its review and tags.")
+    ] = None,
     tracking_uri: TrackingUriOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -83,16 +86,16 @@ def show(
             for key, value in sorted(data["tags"].items()):
                 out.print(f"  {key} = {value}", highlight=False, markup=False, soft_wrap=True)
             return
-        table = Table(title=f"{name}: {data['description'].splitlines()[0] if data['description'] else ''}")
-        for column in ("version", "eval score", "layers", "aliases", "created", "run"):
-            table.add_column(column)
+        if data["description"]:
+            say(f"{name}: {data['description'].splitlines()[0]}")
+        table = plain_table("version", "eval score", "layers", "aliases", "created (UTC)", "run")
         for item in data["versions"]:
             table.add_row(
                 item["version"],
-                _score(item["evalScore"]),
+                score(item["evalScore"]),
                 item["layers"] or "–",
                 ", ".join(item["aliases"]),
-                item["createdAt"],
+                item["createdAt"][:16].replace("T", " "),
                 item["runId"] or "–",
             )
         out.print(table)
@@ -100,18 +103,21 @@ def show(
     emit(data, as_json, render)
 
 
-@registry_app.command()
+@app.command()
 @guarded
 def promote(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
-    version: Annotated[str, typer.Argument(help="Version to promote.")],
-    alias: Annotated[str, typer.Option("--alias", help="Alias to move.")] = "champion",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
+    version: Annotated[str, typer.Argument(metavar="VERSION", help="Version to promote.")],
+    alias: Annotated[str, typer.Option("--alias", metavar="ALIAS", help="Alias to move.")] = "champion",
     force: Annotated[
         bool,
         typer.Option("--force", help="Move the alias even if the eval score does not beat the holder's."),
     ] = False,
     reason: Annotated[
-        str | None, typer.Option("--reason", help="Why (required with --force); recorded on the version.")
+        str | None,
+        typer.Option(
+            "--reason", metavar="TEXT", help="Why (required with --force); recorded on the version."
+        ),
     ] = None,
     tracking_uri: TrackingUriOpt = None,
     as_json: JsonOpt = False,

@@ -42,7 +42,9 @@ from mlflow.utils.environment import (
 from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_prepare_target_save_path
 
 from service import __version__
-from service.delta import DELTAS, PATCH_META, PATCH_TENSORS, LayerPatch, read_patch
+from service.evaluation import generate_greedy
+from service.patch import PATCH_FILES, LayerPatch, load_patched_model, read_patch
+from service.spec.models import ModelSpec
 
 FLAVOR_NAME = "layer_patch"
 PATCH_SUBDIR = "patch"
@@ -85,7 +87,7 @@ def save_model(
     _validate_and_prepare_target_save_path(str(target))
     data = target / PATCH_SUBDIR
     data.mkdir()
-    for name in (PATCH_TENSORS, PATCH_META, DELTAS):
+    for name in PATCH_FILES:
         if (Path(patch_dir) / name).is_file():
             shutil.copy2(Path(patch_dir) / name, data / name)
 
@@ -168,7 +170,7 @@ def log_model(
 
 
 def load_model(model_uri: str, dst_path: str | None = None) -> LayerPatch:
-    """The native object: the patch's tensors and metadata (apply it with `service.delta`)."""
+    """The native object: the patch's tensors and metadata (apply it with `service.patch`)."""
     local = _download_artifact_from_uri(artifact_uri=model_uri, output_path=dst_path)
     conf = _get_flavor_configuration(local, FLAVOR_NAME)
     return read_patch(Path(local) / conf.get("patch", PATCH_SUBDIR))
@@ -176,17 +178,10 @@ def load_model(model_uri: str, dst_path: str | None = None) -> LayerPatch:
 
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> LayerPatchPyfunc:
     """Called by `mlflow.pyfunc.load_model` with `path` = the model's `patch` directory."""
-    from service.delta import apply_to_model, check_base
-    from service.layers import load_model_and_tokenizer, resolve_model_dir
-    from service.spec import ModelSpec
-
     config = dict(model_config or {})
-    patch = read_patch(Path(path))
-    base = patch.meta.get("base", {})
+    base = read_patch(Path(path)).meta.get("base", {})
     spec = ModelSpec(uri=config.get("base_uri") or base.get("uri"), revision=base.get("revision"))
-    check_base(patch, resolve_model_dir(spec.uri, spec.revision))
-    model, tokenizer = load_model_and_tokenizer(spec)
-    apply_to_model(model, patch)
+    model, tokenizer = load_patched_model(spec, Path(path))
     return LayerPatchPyfunc(model, tokenizer, int(config.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS))
 
 
@@ -199,8 +194,6 @@ class LayerPatchPyfunc:
         self.max_new_tokens = max_new_tokens
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
-        from service.evaluation import generate_greedy
-
         limit = int((params or {}).get("max_new_tokens") or self.max_new_tokens)
         return generate_greedy(self.model, self.tokenizer, _prompts(model_input), max_new_tokens=limit)
 

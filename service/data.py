@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.errors import LayerpilotError, SpecError
-from service.spec import DatasetSpec
+from service.errors import LayerpilotError, SpecError, first_line
+from service.spec.models import DatasetSpec
 
 ARITH_DIR = Path(__file__).parent / "assets" / "arith"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -53,7 +53,7 @@ def _read_jsonl(path: Path) -> list[Row]:
 
 
 def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
-    import datasets  # deferred: importing datasets costs about a second
+    import datasets  # deferred: importing datasets costs about a second; builtin:arith needs none
 
     uri = dataset.uri
     try:
@@ -87,7 +87,7 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
     except KeyError:
         raise SpecError("dataset.split", f"no split '{split}' in {uri}", "name an existing split") from None
     except Exception as err:  # datasets raises many types; the user needs the one line
-        raise LayerpilotError(f"could not load dataset {uri}: {err}".splitlines()[0]) from err
+        raise LayerpilotError(f"could not load dataset {uri}: {first_line(err)}") from err
     return [dict(row) for row in loaded]
 
 

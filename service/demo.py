@@ -1,36 +1,32 @@
-"""The demo job on the shipped model: probe, train the best layer, evaluate, apply the patch."""
+"""The demo job on the shipped model: probe, train the best layer, evaluate, register, apply.
+
+Its spec is `examples/demo.yaml`, shipped inside the package as `service/assets/demo.yaml` (a link
+to that file in a checkout), so the demo and the example users copy can never drift apart.
+"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.delta import apply_patch
-from service.pipeline import PROBE_DIR, TRAIN_DIR, adapt
-from service.probe import UnitHook
-from service.spec import LayerAdaptationSpec, load_spec
-from service.tracking import Tracker, local_store_uri
-from service.training import StepHook
+from service.adapt import PROBE_DIR, TRAIN_DIR, adapt
+from service.errors import LayerpilotError
+from service.patch import apply_patch
+from service.progress import SILENT, Progress
+from service.spec.loading import load_spec
+from service.spec.models import LayerAdaptationSpec
+from service.tracking.runs import Tracker
+from service.tracking.uris import local_store_uri
 
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "examples" / "demo.yaml"
+DEMO_SPEC = Path(__file__).resolve().parent / "assets" / "demo.yaml"
 
 
 def demo_spec() -> LayerAdaptationSpec:
-    """examples/demo.yaml from a checkout; the same settings built in when installed elsewhere."""
-    if DEMO_SPEC.is_file():
-        return load_spec(DEMO_SPEC)
-    return load_spec(
-        {
-            "dataset": {"evalSize": 300},
-            "algorithm": {"numGenerations": 8, "maxCompletionLength": 4, "learningRate": 5.0e-5},
-            "probe": {"mode": "exact", "steps": 30},
-            "selection": {"strategy": "top-k", "k": 1},
-            "training": {"maxSteps": 60, "batchSize": 32, "saveSteps": 20},
-            "mlflow": {"experiment": "layerpilot-demo", "registeredModel": "demo-arith"},
-        }
-    )
+    """The demo's spec: `examples/demo.yaml`."""
+    if not DEMO_SPEC.is_file():
+        raise LayerpilotError(f"the demo spec is missing from {DEMO_SPEC}; reinstall layerpilot")
+    return load_spec(DEMO_SPEC)
 
 
 def run_demo(
@@ -38,9 +34,7 @@ def run_demo(
     *,
     max_steps: int | None = None,
     probe_steps: int | None = None,
-    on_unit: UnitHook | None = None,
-    on_step: StepHook | None = None,
-    log: Callable[[str], Any] = print,
+    progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """Run the demo into `workdir` (replacing an earlier demo there) and summarise it."""
     spec = demo_spec()
@@ -51,9 +45,7 @@ def run_demo(
         shutil.rmtree(stale, ignore_errors=True)
     # The demo keeps its own store (and registry) in the work directory, whatever the environment says.
     tracker = Tracker(local_store_uri(workdir), spec.mlflow.experiment, local_dir=workdir)
-    result = adapt(
-        spec, workdir, max_steps=max_steps, on_unit=on_unit, on_step=on_step, log=log, tracker=tracker
-    )
+    result = adapt(spec, workdir, max_steps=max_steps, progress=progress, tracker=tracker)
     apply_patch(spec.model.uri, workdir / TRAIN_DIR, applied_dir)
     summary = result.to_json()
     summary.update(

@@ -2,6 +2,7 @@
 
 `SpecError` is bad input: the message names the field and the fix, and the CLI exits 2.
 `LayerpilotError` is a runtime failure with a message a user can act on; the CLI exits 1.
+`first_line` is the one way an error from a library becomes part of such a message.
 """
 
 from __future__ import annotations
@@ -34,3 +35,21 @@ class SpecError(LayerpilotError):
 
 class UnsupportedArchitectureError(SpecError):
     """The model's decoder layer stack could not be located."""
+
+
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error's message, whitespace collapsed, at most `limit` long.
+
+    Libraries raise messages of many lines (hints, tracebacks of their own); a one-line message
+    keeps the line that says what went wrong. An error without a message gives its type's name.
+
+    >>> first_line(ValueError("\\n  no such file:   x.json\\n  (hint: ...)"))
+    'no such file: x.json'
+    >>> first_line(KeyError()), first_line("a" * 10, limit=5)
+    ('KeyError', 'aa...')
+    """
+    text = error if isinstance(error, str) else str(error)
+    line = next((" ".join(part.split()) for part in text.splitlines() if part.strip()), "")
+    if not line:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return line if len(line) <= limit else line[: max(limit - 3, 1)] + "..."

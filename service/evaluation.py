@@ -15,9 +15,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from service.data import Row, load_rows
-from service.layers import load_model_and_tokenizer
-from service.rewards import RewardFunc, build_rewards
-from service.spec import LayerAdaptationSpec
+from service.patch import load_patched_model
+from service.progress import SILENT, Progress
+from service.rewards.base import RewardFunc
+from service.rewards.registry import build_rewards
+from service.spec.models import LayerAdaptationSpec
 
 
 @dataclass
@@ -49,6 +51,7 @@ def generate_greedy(
     *,
     max_new_tokens: int,
     batch_size: int = 64,
+    progress: Progress = SILENT,
 ) -> list[str]:
     """Greedy completions, decoded without special tokens, in prompt order."""
     was_training = model.training
@@ -70,6 +73,7 @@ def generate_greedy(
             )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            progress.update("eval", len(out))
     finally:
         model.train(was_training)
     return out
@@ -84,11 +88,13 @@ def evaluate_model(
     *,
     max_new_tokens: int,
     num_samples: int = 3,
+    progress: Progress = SILENT,
 ) -> EvalResult:
     """Score a loaded model on `rows` with the spec's rewards."""
     started = time.perf_counter()
     prompts = [row["prompt"] for row in rows]
-    completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    progress.start("eval", len(prompts))
+    completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, progress=progress)
     columns = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else {}
     columns.pop("prompt", None)
     per_reward: dict[str, float] = {}
@@ -104,6 +110,7 @@ def evaluate_model(
         {"prompt": p, "completion": c, "answer": str(r.get("answer"))}
         for p, c, r in list(zip(prompts, completions, rows, strict=True))[:num_samples]
     ]
+    progress.finish("eval", f"score {score:.4f}")
     return EvalResult(
         score=score,
         num_items=len(rows),
@@ -113,18 +120,19 @@ def evaluate_model(
     )
 
 
-def evaluate(spec: LayerAdaptationSpec, patch_dir: Path | None = None) -> EvalResult:
+def evaluate(
+    spec: LayerAdaptationSpec, patch_dir: Path | None = None, *, progress: Progress = SILENT
+) -> EvalResult:
     """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows."""
-    from service.delta import apply_to_model, check_base, read_patch
-    from service.layers import resolve_model_dir
-
-    model, tokenizer = load_model_and_tokenizer(spec.model)
-    if patch_dir is not None:
-        patch = read_patch(patch_dir)
-        check_base(patch, resolve_model_dir(spec.model.uri, spec.model.revision))
-        apply_to_model(model, patch)
+    model, tokenizer = load_patched_model(spec.model, patch_dir)
     _, eval_rows = load_rows(spec.dataset)
     funcs, weights = build_rewards(spec.rewards)
     return evaluate_model(
-        model, tokenizer, eval_rows, funcs, weights, max_new_tokens=spec.algorithm.max_completion_length
+        model,
+        tokenizer,
+        eval_rows,
+        funcs,
+        weights,
+        max_new_tokens=spec.algorithm.max_completion_length,
+        progress=progress,
     )

@@ -8,13 +8,36 @@ from typing import Any
 import pytest
 import torch
 
-from service.spec import LayerAdaptationSpec, load_spec
+from service.spec.loading import load_spec
+from service.spec.models import LayerAdaptationSpec
 from tests.mlflow_server import clean_mlflow_env, mlflow_server  # noqa: F401 - session MLflow server fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINED_LAYER = 2
 
 torch.set_num_threads(2)
+
+
+class RecordingProgress:
+    """A `service.progress.Progress` that keeps every call, for asserting what a display would show."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def start(self, phase: str, total: int | None = None) -> None:
+        self.events.append(("start", phase, total))
+
+    def update(self, phase: str, done: int, info: str = "") -> None:
+        self.events.append(("update", phase, done, info))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
+
+    def finish(self, phase: str, info: str = "") -> None:
+        self.events.append(("finish", phase, info))
+
+    def notes(self) -> list[str]:
+        return [event[1] for event in self.events if event[0] == "note"]
 
 
 def small_spec(**overrides: Any) -> LayerAdaptationSpec:
@@ -38,7 +61,7 @@ def spec() -> LayerAdaptationSpec:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One real GRPO run training only layer 2 for 3 steps (checkpoint at the last step)."""
-    from service.training import train
+    from service.training.trainer import train
 
     out = tmp_path_factory.mktemp("trained") / "run"
     result = train(small_spec(), [TRAINED_LAYER], out)

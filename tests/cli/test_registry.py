@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from cli.main import app
-from service.review import EVAL_SCORE
-from service.tracking import RetryPolicy, Tracker
+from service.tracking.retries import RetryPolicy
+from service.tracking.review import EVAL_SCORE
+from service.tracking.runs import Tracker
 from tests.mlflow_server import MlflowServer, free_port
 
 runner = CliRunner()

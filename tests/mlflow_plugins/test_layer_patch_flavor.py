@@ -14,12 +14,15 @@ import yaml
 from mlflow import MlflowClient
 
 from mlflow_plugins import layer_patch_flavor
-from service.delta import PATCH_META, apply_to_model, read_patch
 from service.errors import SpecError
 from service.evaluation import generate_greedy
-from service.layers import DEMO_MODEL_DIR, load_model_and_tokenizer
-from service.spec import ModelSpec
-from service.tracking import FLAVOR_MODULE, RetryPolicy, Tracker, load_flavor
+from service.models.hub import DEMO_MODEL_DIR
+from service.models.loading import load_model_and_tokenizer
+from service.patch import PATCH_META, apply_to_model, read_patch
+from service.spec.models import ModelSpec
+from service.tracking.registry import FLAVOR_MODULE, load_flavor
+from service.tracking.retries import RetryPolicy
+from service.tracking.runs import Tracker
 from tests.mlflow_server import MlflowServer
 
 PROMPTS = ["12+7=", "3+45=", "99+1=", "50+50="]

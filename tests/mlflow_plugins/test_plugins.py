@@ -17,7 +17,8 @@ from mlflow.tracking.request_header.registry import _request_header_provider_reg
 
 from mlflow_plugins.auth_header import BearerTokenHeaderProvider
 from mlflow_plugins.k8s_context import KubernetesRunContext
-from service.tracking import RetryPolicy, Tracker
+from service.tracking.retries import RetryPolicy
+from service.tracking.runs import Tracker
 from tests.mlflow_server import MlflowServer
 
 

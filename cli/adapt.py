@@ -1,0 +1,141 @@
+"""`layerpilot adapt` (probe → select → train → evaluate → register) and `layerpilot demo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.base import App
+from cli.console import command, emit, err, field, guarded, out, say, warn
+from cli.options import (
+    DatasetOpt,
+    JsonOpt,
+    MaxStepsOpt,
+    ModelOpt,
+    ParallelOpt,
+    RewardOpt,
+    SpecArg,
+    announce_defaults,
+    resolve_spec,
+)
+from cli.progress import progress_display
+from cli.tables import layer_table, probe_heading
+from service.probe.report import read_report
+from service.spec.models import ProbeMode
+from service.tracking.uris import ui_command
+
+app = App()
+
+WorkdirOpt = Annotated[
+    Path,
+    typer.Option("--workdir", metavar="DIR", help="Probe, training and result files (re-run to resume)."),
+]
+
+
+@app.command()
+@guarded
+def adapt(
+    spec_path: SpecArg = None,
+    workdir: WorkdirOpt = Path("layerpilot-adapt"),
+    mode: Annotated[
+        ProbeMode | None,
+        typer.Option(
+            "--mode", metavar="MODE", help="exact, gradient or spectrum (default: the spec's probe.mode)."
+        ),
+    ] = None,
+    parallel: ParallelOpt = None,
+    max_steps: MaxStepsOpt = None,
+    model: ModelOpt = None,
+    dataset: DatasetOpt = None,
+    reward: RewardOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Probe, select, train only the selected layers, evaluate, register (what the operator's Jobs run)."""
+    from service.adapt import adapt as run_adapt  # deferred: loads torch, TRL and mlflow (seconds)
+
+    spec = resolve_spec(spec_path, model, dataset, reward)
+    announce_defaults(spec_path, dataset, reward, spec)
+    with progress_display() as shown:
+        result = run_adapt(
+            spec,
+            workdir,
+            mode=mode.value if mode is not None else None,
+            parallel=parallel,
+            max_steps=max_steps,
+            progress=shown,
+        )
+    finish(result.to_json(), spec.mlflow.registered_model, as_json)
+
+
+@app.command()
+@guarded
+def demo(
+    workdir: WorkdirOpt = Path("layerpilot-demo"),
+    max_steps: Annotated[
+        int | None,
+        typer.Option("--max-steps", metavar="N", min=1, help="RL steps (default: the demo spec's maxSteps)."),
+    ] = None,
+    probe_steps: Annotated[
+        int | None,
+        typer.Option("--probe-steps", metavar="N", min=1, help="RL steps of each probe run (default: 30)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
+    from service.demo import demo_spec, run_demo  # deferred: loads torch, TRL and mlflow (seconds)
+
+    with progress_display() as shown:
+        summary = run_demo(workdir, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
+    finish(summary, demo_spec().mlflow.registered_model, as_json)
+
+
+def render(summary: dict[str, Any]) -> None:
+    """What a person reads at the end: the probe table, the gain, and where everything is."""
+    report = read_report(Path(summary["probeDir"]))
+    say(probe_heading(report))
+    out.print(layer_table(report))
+    layers = ", ".join(map(str, summary["selected"]))
+    say(
+        f"eval score {summary['evalBefore']:.4f} → {summary['evalAfter']:.4f} after training "
+        f"layer{'s' if len(summary['selected']) > 1 else ''} {layers} for {summary['trainedSteps']} steps"
+    )
+    field("probe report:", f"{summary['probeDir']}/probe_report.json")
+    field("probe chart:", f"{summary['probeDir']}/probe_report.png")
+    field("layer patch:", summary["patchDir"])
+    if summary.get("appliedDir"):
+        field("full model:", summary["appliedDir"])
+    tracking = summary["mlflow"]
+    registered = tracking.get("registeredModel")
+    store = tracking["trackingUri"]
+    if registered:
+        say(
+            f"registered {registered['name']} version {registered['version']} "
+            f"(alias {registered.get('alias', 'candidate')}); review it with:"
+        )
+        command(
+            f"layerpilot registry show {registered['name']} {registered['version']} --tracking-uri {store}"
+        )
+    ui = ui_command(store) if store else None
+    if ui:
+        say("open the runs in MLflow with (then http://127.0.0.1:5000):")
+        command(ui)
+    elif tracking.get("whereToLook"):
+        out.print(tracking["whereToLook"], soft_wrap=True, markup=False)  # a URL: never wrapped
+
+
+def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool) -> None:
+    """Print the result; exit 1 when the job finished but its registration did not happen."""
+    emit(summary, as_json, lambda: render(summary))
+    tracking = summary["mlflow"]
+    if tracking.get("notLogged"):
+        warn(tracking["notLogged"])
+    if registered_model and not tracking.get("registeredModel"):
+        err.print(
+            f"[bold red]error:[/] trained and evaluated, but not registered as {registered_model}; "
+            f"the patch is kept in {summary['patchDir']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)

@@ -1,0 +1,38 @@
+"""`layerpilot plan export`: a probe's selected layers as another training tool's configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from cli.base import App
+from cli.console import emit, guarded
+from cli.options import JsonOpt
+from service.probe.plan import PlanFormat, export_plan
+from service.probe.report import read_report
+
+app = App(
+    name="plan", help="Export a probe's selected layers for other training tools.", no_args_is_help=True
+)
+
+
+@app.command("export")
+@guarded
+def export(
+    report_path: Annotated[
+        Path, typer.Argument(metavar="REPORT", help="probe_report.json (or the directory holding it).")
+    ],
+    fmt: Annotated[
+        PlanFormat,
+        typer.Option(
+            "--format", metavar="FORMAT", help="peft, axolotl, llamafactory or regex.", show_default=False
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the selected layers as a PEFT, axolotl, LLaMA-Factory or regex configuration."""
+    plan = export_plan(read_report(report_path), fmt.value)
+    emit(plan, as_json, lambda: typer.echo(yaml.safe_dump(plan, sort_keys=False).rstrip()))

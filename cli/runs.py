@@ -1,0 +1,47 @@
+"""MLflow for single commands (`probe`, `train`): one run, and where to look at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cli.console import command, err, warn
+from service.spec.models import LayerAdaptationSpec
+from service.tracking.uris import run_url, ui_command
+
+
+@contextmanager
+def tracked(spec: LayerAdaptationSpec, name: str, *, enabled: bool) -> Iterator[Any]:
+    """An MLflow run for a single command (None when disabled); says at the end where to look.
+
+    The local store is ./mlflow.db, MLflow's own default, so `layerpilot registry` and `mlflow ui`
+    find it from the same directory.
+    """
+    if not enabled:
+        yield None
+        return
+    # Deferred: mlflow takes seconds to import; --no-mlflow never pays for it.
+    from service.tracking import records
+    from service.tracking.runs import Tracker
+
+    tracker = Tracker.for_spec(spec.mlflow, Path.cwd())
+    with tracker.start_run(name) as run:
+        records.log_spec(run, spec)
+        yield run
+    where_to_look(tracker.tracking_uri, run.experiment_id, run.run_id, tracker.summary())
+
+
+def where_to_look(
+    tracking_uri: str, experiment_id: str | None, run_id: str | None, not_logged: str | None
+) -> None:
+    """The run's URL on a server, or the `mlflow ui` command for a local store, on stderr."""
+    url = run_url(tracking_uri, experiment_id, run_id)
+    if url:
+        err.print(f"MLflow run: {url}", soft_wrap=True, markup=False)
+    else:
+        err.print("MLflow: open it with (then http://127.0.0.1:5000)", markup=False)
+        command(ui_command(tracking_uri) or tracking_uri, err)
+    if not_logged:
+        warn(not_logged)

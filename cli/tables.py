@@ -1,0 +1,39 @@
+"""Tables: one borderless style for every command, and the per-layer probe table."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from cli.console import score
+from service.probe.report import ProbeReport
+
+
+def plain_table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    """A borderless table whose text columns fold rather than push the table past the width."""
+    table = Table(box=None, padding=(0, 2), pad_edge=False, show_edge=False, header_style="bold")
+    for column in columns:
+        if column in right:
+            table.add_column(column, justify="right", no_wrap=True)
+        else:
+            table.add_column(column, overflow="fold")
+    return table
+
+
+def probe_heading(report: ProbeReport) -> str:
+    """What the table shows, as a line of its own (a table title would wrap to the table's width)."""
+    return f"{report.mode} probe of {report.model}: selected layers {report.selected} ({report.strategy})"
+
+
+def layer_table(report: ProbeReport) -> Table:
+    """One row per probed layer: score (S_k in exact mode), C(k), rank; selected layers marked `*`."""
+    exact = report.mode == "exact"
+    columns = ("layer", "S_k", "C(k)", "rank") if exact else ("layer", "score", "rank")
+    table = plain_table(*columns, right=columns)
+    for layer in sorted(report.layers, key=lambda item: item.index):
+        mark = " *" if layer.index in report.selected else "  "
+        row = [f"{layer.index}{mark}", score(layer.score)]
+        if exact:
+            row.append(score(layer.contribution, 3))
+        row.append(str(layer.rank))
+        table.add_row(*row)
+    return table

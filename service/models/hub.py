@@ -1,0 +1,156 @@
+"""Where a model's files are: the shipped demo, a local directory, or a Hub snapshot in the HF cache.
+
+Hub models go through the standard Hugging Face cache so that a model downloaded once (or placed
+there by an init container) is reused and air-gapped clusters work with `HF_HUB_OFFLINE`. Only
+safetensors weights, configs and tokenizers are fetched; a checkpoint's Python files only when
+`model.trustRemoteCode` allows them to run. Every failure names the spec field to change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from service.errors import LayerpilotError, SpecError, first_line
+
+DEMO_MODEL_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+
+# Only these files are fetched from the Hub: weights in safetensors (no pickles that can run code on
+# load), configs, tokenizers and chat templates.
+HUB_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*")
+
+
+def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Path:
+    """The local directory holding the model named by `model.uri`, downloading it only if allowed.
+
+    Hub models go through the standard Hugging Face cache so that a model downloaded once (or placed
+    there by an init container) is reused, and so that air-gapped clusters work with HF_HUB_OFFLINE.
+    A checkpoint's Python files are fetched only when `trust_remote_code` says they may run.
+    """
+    if uri == "builtin:demo":
+        if not (DEMO_MODEL_DIR / "config.json").is_file():
+            raise LayerpilotError(
+                f"the built-in demo model is missing from {DEMO_MODEL_DIR}; reinstall layerpilot or "
+                "rebuild it from a checkout with `make demo-model`"
+            )
+        return DEMO_MODEL_DIR
+    if uri.startswith("hf://"):
+        return _snapshot(uri[len("hf://") :], revision, with_code=trust_remote_code)
+    return _local_model_dir(uri)
+
+
+def _local_model_dir(uri: str) -> Path:
+    path = Path(uri).expanduser()
+    fix = "set model.uri to a directory saved with save_pretrained, builtin:demo or hf://org/name"
+    if not path.exists():
+        raise SpecError("model.uri", f"'{uri}' does not exist", fix)
+    if not path.is_dir():
+        raise SpecError("model.uri", f"'{uri}' is a file, not a model directory", fix)
+    if not (path / "config.json").is_file():
+        raise SpecError("model.uri", f"'{uri}' has no config.json, so it is not a transformers model", fix)
+    return path.resolve()
+
+
+def _env_true(name: str) -> bool | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """Whether Hub access is switched off, read now rather than when huggingface_hub was imported."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        value = _env_true(name)
+        if value is not None:
+            return value
+    return False
+
+
+def hub_cache_dir() -> Path:
+    """The Hub cache directory by huggingface_hub's own precedence, read from the environment now.
+
+    huggingface_hub freezes these variables at import time, which would ignore settings made later
+    by the operator or by tests; passing the directory explicitly keeps both honest.
+    """
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        value = os.environ.get(name)
+        if value:
+            return Path(os.path.expandvars(value)).expanduser()
+    home = os.environ.get("HF_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+        home = os.path.join(xdg, "huggingface")
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
+
+
+def _snapshot(repo_id: str, revision: str | None, *, with_code: bool) -> Path:
+    # Deferred: loading a local model never pays for (or depends on) the Hub client.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HFValidationError,
+        IncompleteSnapshotError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = hub_offline()
+    cache = hub_cache_dir()
+    uri = f"hf://{repo_id}"
+    at = f" at revision '{revision}'" if revision else ""
+    download = f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+    try:
+        folder = snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            cache_dir=cache,
+            local_files_only=offline,
+            allow_patterns=[*HUB_ALLOW_PATTERNS, *(["*.py"] if with_code else [])],
+        )
+    except IncompleteSnapshotError:
+        raise LayerpilotError(
+            f"the cached copy of {uri}{at} in {cache} is incomplete (an interrupted download?); "
+            f"complete it with `{download}` on a connected machine, or point model.uri at a local directory"
+        ) from None
+    except LocalEntryNotFoundError:
+        reason = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise LayerpilotError(
+            f"{uri}{at} is not in the Hugging Face cache ({cache}) and {reason}; download it with "
+            f"`{download}` on a connected machine into that cache, or point model.uri at a local directory"
+        ) from None
+    except GatedRepoError:
+        raise LayerpilotError(
+            f"{uri} is gated; accept its licence on huggingface.co and provide a token (HF_TOKEN)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise SpecError(
+            "model.uri",
+            f"{uri} does not exist on the Hub or is private",
+            "check the id, or provide a token (HF_TOKEN) that can read it",
+        ) from None
+    except RevisionNotFoundError:
+        raise SpecError(
+            "model.revision", f"{uri} has no revision '{revision}'", "use a branch, tag or commit of the repo"
+        ) from None
+    except HFValidationError as error:
+        raise SpecError(
+            "model.uri", f"'{uri}' is not a valid Hub id ({first_line(error)})", "write hf://org/name"
+        ) from None
+    except (HfHubHTTPError, OSError) as error:
+        raise LayerpilotError(f"could not download {uri}{at}: {first_line(error)}") from None
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise SpecError(
+            "model.uri",
+            f"{uri}{at} has no config.json, so it is not a transformers model",
+            "use a causal LM repo",
+        )
+    if not any(path.glob("*.safetensors")):
+        raise LayerpilotError(
+            f"{uri}{at} has no safetensors weights; layerpilot does not load pickled checkpoints "
+            "(*.bin, *.pt) from the Hub; convert it to safetensors and point model.uri at that directory"
+        )
+    return path

@@ -1,0 +1,247 @@
+"""Layer patches: only the trained layers' tensors, plus what is needed to apply them safely.
+
+A training output directory holds
+- `layer_patch.safetensors`: the trained layers' tensors under their full parameter names,
+- `layer_patch.json`: base model reference and weights fingerprint, layer indices, dtype, spec,
+- `deltas.json`: relative weight change ‖ΔW‖/‖W‖ per layer and per tensor (`LayerDeltas`).
+
+`apply` refuses a base whose weights fingerprint differs from the one the patch was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from service import __version__
+from service.errors import LayerpilotError, SpecError
+from service.files import atomic_write, write_json
+from service.models.hub import resolve_model_dir
+from service.models.loading import load_model_and_tokenizer
+from service.models.weights import fingerprint_model_dir
+from service.spec.models import ModelSpec
+
+PATCH_TENSORS = "layer_patch.safetensors"
+PATCH_META = "layer_patch.json"
+DELTAS = "deltas.json"
+PATCH_FILES = (PATCH_TENSORS, PATCH_META, DELTAS)
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerPatch:
+    """A loaded patch: tensors by full parameter name and the metadata written beside them."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.meta["layers"])
+
+
+@dataclass(frozen=True)
+class LayerDeltas:
+    """How far training moved each trained layer: ‖ΔW‖/‖W‖ with norms pooled over its tensors.
+
+    `relative` and `absolute` are per layer index; `tensors` has both per parameter name.
+    """
+
+    relative: dict[int, float]
+    absolute: dict[int, float]
+    tensors: dict[str, dict[str, float]]
+
+    def relative_json(self) -> dict[str, float]:
+        """Relative change by layer index as text, the shape result files and metrics use.
+
+        >>> LayerDeltas({2: 0.5}, {2: 1.0}, {}).relative_json()
+        {'2': 0.5}
+        """
+        return {str(index): value for index, value in sorted(self.relative.items())}
+
+    def to_json(self) -> dict[str, Any]:
+        layers = {
+            str(i): {"relative": self.relative[i], "absolute": self.absolute[i]}
+            for i in sorted(self.relative)
+        }
+        return {"schemaVersion": SCHEMA_VERSION, "layers": layers, "tensors": self.tensors}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LayerDeltas:
+        layers = data.get("layers") or {}
+        return cls(
+            relative={int(i): float(v["relative"]) for i, v in layers.items()},
+            absolute={int(i): float(v.get("absolute", 0.0)) for i, v in layers.items()},
+            tensors=dict(data.get("tensors") or {}),
+        )
+
+    @classmethod
+    def read(cls, patch_dir: Path) -> LayerDeltas | None:
+        """The `deltas.json` of a patch directory, or None when it has none."""
+        path = patch_dir / DELTAS
+        return cls.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def layer_index(name: str, layers_path: str) -> int | None:
+    """The decoder layer a parameter belongs to, or None.
+
+    >>> layer_index("model.layers.3.mlp.up_proj.weight", "model.layers")
+    3
+    >>> layer_index("model.embed_tokens.weight", "model.layers") is None
+    True
+    """
+    match = re.match(re.escape(layers_path) + r"\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def compute_deltas(
+    base: Mapping[str, torch.Tensor], trained: Mapping[str, torch.Tensor], layers_path: str
+) -> LayerDeltas:
+    """Relative change ‖ΔW‖/‖W‖ per tensor and per layer (norms pooled over the layer's tensors)."""
+    tensors: dict[str, dict[str, float]] = {}
+    pooled: dict[int, list[float]] = {}
+    for name in sorted(trained):
+        before = base[name].detach().float().cpu()
+        after = trained[name].detach().float().cpu()
+        diff = float(torch.linalg.vector_norm(after - before))
+        norm = float(torch.linalg.vector_norm(before))
+        tensors[name] = {
+            "absolute": diff,
+            "relative": diff / norm if norm > 0 else float("inf") if diff > 0 else 0.0,
+        }
+        index = layer_index(name, layers_path)
+        if index is not None:
+            acc = pooled.setdefault(index, [0.0, 0.0])
+            acc[0] += diff**2
+            acc[1] += norm**2
+    return LayerDeltas(
+        relative={i: (d2**0.5) / (n2**0.5) if n2 > 0 else 0.0 for i, (d2, n2) in sorted(pooled.items())},
+        absolute={i: d2**0.5 for i, (d2, _) in sorted(pooled.items())},
+        tensors=tensors,
+    )
+
+
+def write_patch(
+    out_dir: Path,
+    *,
+    trained: Mapping[str, torch.Tensor],
+    base: Mapping[str, torch.Tensor],
+    layers: list[int],
+    layers_path: str,
+    base_ref: Mapping[str, Any],
+    spec: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> LayerDeltas:
+    """Write the three patch files atomically; returns the deltas."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in trained.items()}
+    outside = sorted(n for n in tensors if layer_index(n, layers_path) not in layers)
+    if outside:
+        raise LayerpilotError(
+            f"refusing to write a patch with tensors outside layers {layers}: {outside[:3]}"
+        )
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+    deltas = compute_deltas(base, tensors, layers_path)
+    meta = {
+        "schemaVersion": SCHEMA_VERSION,
+        "base": dict(base_ref),
+        "layers": sorted(layers),
+        "layersPath": layers_path,
+        "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+        "numTensors": len(tensors),
+        "numParameters": sum(t.numel() for t in tensors.values()),
+        "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
+        "layerpilotVersion": __version__,
+        **(dict(extra) if extra else {}),
+        "spec": dict(spec) if spec else None,
+    }
+    atomic_write(out_dir / PATCH_TENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    write_json(out_dir / DELTAS, deltas.to_json())
+    write_json(out_dir / PATCH_META, meta)
+    return deltas
+
+
+def read_patch(patch_dir: Path) -> LayerPatch:
+    """Load a patch directory written by `write_patch`."""
+    meta_path, tensor_path = patch_dir / PATCH_META, patch_dir / PATCH_TENSORS
+    if not meta_path.is_file() or not tensor_path.is_file():
+        raise SpecError(
+            "PATCH_DIR",
+            f"{patch_dir} holds no layer patch ({PATCH_META} and {PATCH_TENSORS})",
+            "pass the --out directory of `layerpilot train`",
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("schemaVersion") != SCHEMA_VERSION:
+        raise SpecError(
+            "PATCH_DIR",
+            f"patch schema {meta.get('schemaVersion')} is not {SCHEMA_VERSION}",
+            "re-create it with this layerpilot version",
+        )
+    return LayerPatch(tensors=load_file(str(tensor_path)), meta=meta)
+
+
+def apply_to_model(model: torch.nn.Module, patch: LayerPatch) -> None:
+    """Overwrite the patched tensors in a loaded base model, in place (cast to the model's dtypes)."""
+    params: dict[str, torch.Tensor] = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))
+    missing = sorted(set(patch.tensors) - set(params))
+    if missing:
+        raise LayerpilotError(
+            f"the base model has no parameter {missing[0]} (and {len(missing) - 1} more): "
+            "this patch belongs to a different architecture"
+        )
+    with torch.no_grad():
+        for name, tensor in patch.tensors.items():
+            target = params[name]
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise LayerpilotError(
+                    f"{name}: patch shape {tuple(tensor.shape)} does not match base {tuple(target.shape)}"
+                )
+            target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+
+
+def check_base(patch: LayerPatch, base_dir: Path) -> None:
+    """Refuse a base model whose weights differ from the one the patch was trained on."""
+    expected = patch.meta.get("base", {}).get("fingerprint")
+    actual = fingerprint_model_dir(base_dir)
+    if expected != actual:
+        raise SpecError(
+            "BASE",
+            f"base weights {actual[:19]}… differ from the patch's base {str(expected)[:19]}… "
+            f"({patch.meta.get('base', {}).get('uri')})",
+            "apply the patch to the model it was trained on",
+        )
+
+
+def load_patched_model(model: ModelSpec, patch_dir: Path | None) -> tuple[Any, Any]:
+    """Model and tokenizer of `model`, with the patch in `patch_dir` applied when one is given."""
+    loaded, tokenizer = load_model_and_tokenizer(model)
+    if patch_dir is not None:
+        patch = read_patch(patch_dir)
+        check_base(patch, resolve_model_dir(model.uri, model.revision))
+        apply_to_model(loaded, patch)
+    return loaded, tokenizer
+
+
+def apply_patch(base_uri: str, patch_dir: Path, out_dir: Path, revision: str | None = None) -> dict[str, Any]:
+    """Write base + patch as a full transformers model directory (with the base's tokenizer)."""
+    model_spec = ModelSpec(uri=base_uri, revision=revision)
+    patch = read_patch(patch_dir)
+    check_base(patch, resolve_model_dir(model_spec.uri, model_spec.revision))
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SpecError("OUT", f"{out_dir} is not empty", "choose a new directory; nothing was overwritten")
+    model, tokenizer = load_model_and_tokenizer(model_spec)
+    apply_to_model(model, patch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    write_json(out_dir / "layerpilot_patch.json", patch.meta)
+    return {"outDir": out_dir, "layers": patch.layers, "tensors": len(patch.tensors)}

@@ -1,0 +1,230 @@
+"""`probe_report.json` and its chart: the per-layer answer to "which layers should we RL-train?".
+
+The JSON shape is part of the user-facing contract (docs/reference.md); fields may be added, never
+renamed.
+`contribution` is C(k) = (S_k - S_base) / (S_full - S_base) in exact mode and null in proxy modes;
+`rank` 1 is best.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.errors import SpecError
+from service.files import atomic_write, write_json
+
+REPORT_JSON = "probe_report.json"
+REPORT_PNG = "probe_report.png"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class LayerScore:
+    index: int
+    name: str
+    score: float
+    contribution: float | None = None
+    rank: int = 0
+    details: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "score": _finite(self.score),
+            "contribution": _finite(self.contribution),
+            "rank": self.rank,
+        }
+        if self.details:
+            data["details"] = {k: _finite(v) for k, v in self.details.items()}
+        return data
+
+
+@dataclass
+class ProbeReport:
+    model: str
+    num_layers: int
+    mode: str
+    layers_path: str
+    layers: list[LayerScore]
+    selected: list[int] = field(default_factory=list)
+    strategy: str = "top-k"
+    baseline_score: float | None = None
+    full_score: float | None = None
+    elapsed_seconds: float = 0.0
+    mlflow_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ranking(self) -> list[int]:
+        """Layer indices, best first."""
+        return [layer.index for layer in sorted(self.layers, key=lambda item: item.rank)]
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schemaVersion": SCHEMA_VERSION,
+            "model": self.model,
+            "numLayers": self.num_layers,
+            "mode": self.mode,
+            "baselineScore": _finite(self.baseline_score),
+            "fullScore": _finite(self.full_score),
+            "layers": [layer.to_json() for layer in sorted(self.layers, key=lambda item: item.index)],
+            "selected": list(self.selected),
+            "strategy": self.strategy,
+            "elapsedSeconds": round(self.elapsed_seconds, 2),
+            "mlflowRunId": self.mlflow_run_id,
+            "layersPath": self.layers_path,
+            "notes": list(self.notes),
+        }
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProbeReport:
+        known = {
+            "schemaVersion", "model", "numLayers", "mode", "baselineScore", "fullScore", "layers",
+            "selected", "strategy", "elapsedSeconds", "mlflowRunId", "layersPath", "notes",
+        }  # fmt: skip
+        layers = [
+            LayerScore(
+                index=int(item["index"]),
+                name=str(item["name"]),
+                score=_number(item.get("score")),
+                contribution=item.get("contribution"),
+                rank=int(item.get("rank", 0)),
+                details=dict(item.get("details") or {}),
+            )
+            for item in data["layers"]
+        ]
+        return cls(
+            model=str(data["model"]),
+            num_layers=int(data["numLayers"]),
+            mode=str(data["mode"]),
+            layers_path=str(data.get("layersPath") or "model.layers"),
+            layers=layers,
+            selected=[int(i) for i in data.get("selected") or []],
+            strategy=str(data.get("strategy") or "top-k"),
+            baseline_score=data.get("baselineScore"),
+            full_score=data.get("fullScore"),
+            elapsed_seconds=float(data.get("elapsedSeconds") or 0.0),
+            mlflow_run_id=data.get("mlflowRunId"),
+            notes=list(data.get("notes") or []),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """Write the JSON and the chart; returns both paths."""
+        json_path = out_dir / REPORT_JSON
+        write_json(json_path, self.to_json())
+        png_path = out_dir / REPORT_PNG
+        atomic_write(png_path, lambda tmp: draw_chart(self, tmp))
+        return json_path, png_path
+
+
+def read_report(path: Path, field_name: str = "REPORT") -> ProbeReport:
+    """Load a probe_report.json (or the directory holding one) with a one-line error if it is not one."""
+    if path.is_dir():
+        path = path / REPORT_JSON
+    try:
+        data = json.loads(path.read_text())
+        return ProbeReport.from_json(data)
+    except FileNotFoundError:
+        raise SpecError(
+            field_name, f"no file at {path}", f"pass a {REPORT_JSON} from `layerpilot probe`"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise SpecError(field_name, f"{path} is not JSON ({error.msg})", f"pass a {REPORT_JSON}") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise SpecError(
+            field_name, f"{path} is not a probe report (missing {error})", "re-run `layerpilot probe`"
+        ) from None
+
+
+def rank_layers(scores: dict[int, float], num_layers: int) -> dict[int, int]:
+    """Rank 1 = highest score. Ties go to the layer nearer the middle of the stack, then the lower index.
+
+    The middle-first tie-break follows the research finding that contribution concentrates in middle
+    layers; it only matters when scores are exactly equal (common with a small discrete eval set).
+
+    >>> rank_layers({0: 0.5, 1: 0.7, 2: 0.7, 3: 0.1}, 4)
+    {1: 1, 2: 2, 0: 3, 3: 4}
+    """
+    middle = (num_layers - 1) / 2
+    order = sorted(scores, key=lambda i: (-_sortable(scores[i]), abs(i - middle), i))
+    return {index: rank for rank, index in enumerate(order, start=1)}
+
+
+def _sortable(value: float) -> float:
+    return value if math.isfinite(value) else -math.inf
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), 6)
+
+
+def _number(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
+def draw_chart(report: ProbeReport, path: Path) -> None:
+    """Bar chart of per-layer contribution (exact) or score (proxies); selected layers highlighted."""
+    # Deferred: matplotlib takes a second to import and only the chart needs it.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    layers = sorted(report.layers, key=lambda item: item.index)
+    use_contribution = report.mode == "exact" and all(item.contribution is not None for item in layers)
+    values = [(item.contribution if use_contribution else item.score) for item in layers]
+    heights = [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values]
+    selected = set(report.selected)
+    colors = ["#d95f02" if item.index in selected else "#7570b3" for item in layers]
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 3), 4.2), dpi=120)
+    bars = ax.bar([item.index for item in layers], heights, color=colors, edgecolor="black", linewidth=0.5)
+    if use_contribution:
+        ax.axhline(1.0, color="#1b9e77", linestyle="--", linewidth=1.5, label="full-model RL (C = 1)")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_ylabel("contribution C(k) = (S_k − S_base) / (S_full − S_base)")
+    else:
+        ax.set_ylabel(f"{report.mode} score (higher = train first)")
+    ax.set_xlabel(f"decoder layer index ({report.layers_path}.k)")
+    ax.set_xticks([item.index for item in layers])
+    if len(layers) > 24:
+        ax.tick_params(axis="x", labelsize=7, labelrotation=90)
+    title = (
+        f"{report.model}: per-layer {'contribution' if use_contribution else 'score'} ({report.mode} probe)"
+    )
+    if use_contribution and report.baseline_score is not None and report.full_score is not None:
+        title += f"\nS_base = {report.baseline_score:.3f}, S_full = {report.full_score:.3f}"
+    ax.set_title(title, fontsize=10)
+    for bar, item in zip(bars, layers, strict=True):
+        if item.index in selected:
+            ax.annotate(
+                "selected",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom" if bar.get_height() >= 0 else "top",
+                fontsize=7,
+            )
+    handles: list[Any] = [
+        Patch(color="#d95f02", label="selected"),
+        Patch(color="#7570b3", label="not selected"),
+    ]
+    if use_contribution:
+        handles.extend(ax.get_legend_handles_labels()[0])
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -1,0 +1,58 @@
+"""One entry point for every probe mode: run it, select layers, write the report.
+
+Exact mode runs the research protocol (`service.probe.exact`); `gradient` and `spectrum` are fast
+proxies (`service.probe.proxies`). Whatever the mode, the result is a `ProbeReport` written as
+`probe_report.json` and `probe_report.png` in the probe directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.errors import SpecError
+from service.probe.exact import run_exact
+from service.probe.proxies import run_proxy
+from service.probe.report import REPORT_JSON, ProbeReport, read_report
+from service.progress import SILENT, Progress
+from service.spec.models import LayerAdaptationSpec, ProbeMode
+
+
+def run_probe(
+    spec: LayerAdaptationSpec,
+    out_dir: Path,
+    *,
+    mode: str | None = None,
+    parallel: int | None = None,
+    keep_runs: bool = False,
+    progress: Progress = SILENT,
+    write: bool = True,
+) -> ProbeReport:
+    """Probe in the spec's mode (or `mode`), select layers, and write probe_report.json and .png
+    (unless `write` is false: a caller that adds the MLflow run id writes it once, afterwards)."""
+    mode = mode or spec.probe.mode
+    check_probe_dir(out_dir, spec)
+    if mode == ProbeMode.exact.value:
+        report = run_exact(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
+    elif mode in (ProbeMode.gradient.value, ProbeMode.spectrum.value):
+        report = run_proxy(spec, mode, progress=progress)
+    else:
+        raise SpecError("--mode", f"'{mode}' is not a probe mode", "use exact, gradient or spectrum")
+    if write:
+        report.write(out_dir)
+    return report
+
+
+def check_probe_dir(out_dir: Path, spec: LayerAdaptationSpec) -> None:
+    """A probe directory holds one model's probe: refuse to overwrite another model's report."""
+    if not (out_dir / REPORT_JSON).is_file():
+        return
+    try:
+        previous = read_report(out_dir / REPORT_JSON, "--out").model
+    except SpecError:
+        return  # not a report we can read: nothing of ours to protect
+    if previous != spec.model.uri:
+        raise SpecError(
+            "--out",
+            f"{out_dir} holds a probe of {previous}, not of {spec.model.uri}",
+            "choose another --out directory (or remove the old probe)",
+        )

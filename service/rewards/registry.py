@@ -1,0 +1,151 @@
+"""The reward registry: names in the spec become reward callables and weights.
+
+The spec names rewards (`rewards: [{name: exact_answer}]`); `build_rewards` turns those names and
+their `params` into callables and weights, and rejects a bad name or parameter with a `SpecError`
+that names the field, before any model is loaded. `module:function` names a reward of your own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+import types
+import typing
+from typing import Any
+
+from service.errors import SpecError
+from service.rewards.answers import Format, MathEquivalence, exact_answer
+from service.rewards.base import ParamError, RewardFunc
+from service.rewards.code import CodeTests
+from service.spec.models import RewardSpec
+
+REGISTRY: dict[str, Any] = {
+    "exact_answer": exact_answer,
+    "math_equivalence": MathEquivalence,
+    "format": Format,
+    "code_tests": CodeTests,
+}
+"""Registered rewards: a class whose constructor takes the spec's `params`, or a reward function
+that takes none. The first line of each docstring is its description in `layerpilot rewards`."""
+
+
+def available_rewards() -> dict[str, str]:
+    """Registered reward names with a one-line description each (for `layerpilot rewards`).
+
+    >>> sorted(available_rewards())
+    ['code_tests', 'exact_answer', 'format', 'math_equivalence']
+    """
+    return {name: (inspect.getdoc(kind) or name).splitlines()[0] for name, kind in REGISTRY.items()}
+
+
+def _matches_type(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a factory's annotation (bool, int, float, str and their unions)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _check_params(name: str, kind: Any, params: dict[str, Any], index: int) -> None:
+    """Each param must be one the reward's constructor takes, of the type it is annotated with."""
+    takes = inspect.isclass(kind)
+    signature = inspect.signature(kind) if takes else None
+    accepted = list(signature.parameters) if signature is not None else []
+    hints = typing.get_type_hints(kind.__init__) if takes else {}
+    for key, value in params.items():
+        field = f"rewards[{index}].params.{key}"
+        if key not in accepted:
+            fix = f"{name} accepts {', '.join(accepted)}" if accepted else f"{name} takes no params"
+            close = difflib.get_close_matches(key, accepted, n=1)
+            if close:
+                fix = f"did you mean '{close[0]}'? {fix}"
+            raise SpecError(field, f"unexpected parameter for {name}", fix)
+        if key in hints and not _matches_type(value, hints[key]):
+            raise SpecError(
+                field,
+                f"must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}",
+                f"give a {_type_name(hints[key])}",
+            )
+
+
+def _build_custom(spec: RewardSpec, index: int) -> RewardFunc:
+    """`module:function` (or `module:Class.attr`): imported as-is, `params` bound as keywords."""
+    field = f"rewards[{index}].name"
+    module_name, _, attr_path = spec.name.partition(":")
+    fix = "write module:function with an importable module (on PYTHONPATH) and a callable in it"
+    if not module_name or not attr_path:
+        raise SpecError(field, f"'{spec.name}' is not module:function", fix)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as err:
+        raise SpecError(
+            field, f"cannot import module '{module_name}' ({type(err).__name__}: {err})", fix
+        ) from None
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise SpecError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
+    if not callable(target):
+        raise SpecError(field, f"'{spec.name}' is a {type(target).__name__}, not a function", fix)
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        parameters = None
+    if parameters is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        raise SpecError(
+            field,
+            f"'{spec.name}' does not accept **kwargs",
+            "define it as def f(completions, **kwargs): TRL passes every dataset column",
+        )
+    if not spec.params:
+        return typing.cast(RewardFunc, target)
+    bound = functools.partial(target, **spec.params)
+    return typing.cast(RewardFunc, functools.update_wrapper(bound, target))
+
+
+def build_reward(spec: RewardSpec, index: int = 0) -> RewardFunc:
+    """The reward callable for one spec entry; `index` is its position, for error messages.
+
+    A registered class is built with `params`; `module:function` imports your own.
+    """
+    kind = REGISTRY.get(spec.name)
+    if kind is None:
+        if ":" in spec.name:
+            return _build_custom(spec, index)
+        names = ", ".join(REGISTRY)
+        fix = f"use one of {names} or module:function"
+        close = difflib.get_close_matches(spec.name, list(REGISTRY), n=1)
+        if close:
+            fix = f"did you mean '{close[0]}'? {fix}"
+        raise SpecError(f"rewards[{index}].name", f"unknown reward '{spec.name}'", fix)
+    _check_params(spec.name, kind, spec.params, index)
+    if not inspect.isclass(kind):
+        return typing.cast(RewardFunc, kind)
+    try:
+        return typing.cast(RewardFunc, kind(**spec.params))
+    except ParamError as err:
+        raise SpecError(f"rewards[{index}].params.{err.key}", err.problem, err.fix) from None
+
+
+def build_rewards(specs: list[RewardSpec]) -> tuple[list[RewardFunc], list[float]]:
+    """Reward callables and their weights, in spec order (TRL's `reward_funcs`, `reward_weights`)."""
+    return [build_reward(spec, i) for i, spec in enumerate(specs)], [spec.weight for spec in specs]

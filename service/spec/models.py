@@ -1,0 +1,291 @@
+"""The `LayerAdaptation` spec: one pydantic model for the CLI file, the CRD and the operator.
+
+YAML keys are camelCase (Kubernetes convention); Python attributes are snake_case. Every field
+carries a description, which also becomes the CRD's documentation and the generated reference.
+Validation happens once, here; `service.spec.loading` turns a failure into a `SpecError` naming
+the field and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Final, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION: Final = "layerpilot.dev/v1alpha1"
+KIND: Final = "LayerAdaptation"
+
+
+class _Model(BaseModel):
+    """Base for spec sections: camelCase aliases, unknown keys rejected, snake_case accepted too."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+        use_enum_values=True,
+    )
+
+
+class LossType(StrEnum):
+    grpo = "grpo"
+    dr_grpo = "dr_grpo"
+    dapo = "dapo"
+
+
+class ProbeMode(StrEnum):
+    exact = "exact"
+    gradient = "gradient"
+    spectrum = "spectrum"
+
+
+class Strategy(StrEnum):
+    top_k = "top-k"
+    mid_k = "mid-k"
+    only_top = "only-top"
+    only_bottom = "only-bottom"
+    manual = "manual"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+class ModelSpec(_Model):
+    uri: str = Field(
+        "builtin:demo",
+        description="The base model: `builtin:demo`, a local directory in transformers format, "
+        "or `hf://org/name` (resolved through the Hugging Face cache).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for `hf://` models.")
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow the model's own Python code from the Hub to run. Off by default; "
+        "turn on only for models you trust.",
+    )
+    layers_path: str | None = Field(
+        None,
+        description="Dotted path to the decoder layer list (e.g. `model.layers`) for architectures "
+        "layerpilot does not know.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; use builtin:demo, a local directory or hf://org/name")
+        if value.startswith("hf://"):
+            repo = value[len("hf://") :]
+            if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", repo):
+                raise ValueError(f"'{value}' is not a Hub id; write hf://org/name")
+        elif ":" in value.split("/")[0] and not value.startswith("builtin:"):
+            scheme = value.split(":")[0]
+            raise ValueError(
+                f"unknown scheme '{scheme}:'; use builtin:demo, a local directory or hf://org/name"
+            )
+        elif value.startswith("builtin:") and value != "builtin:demo":
+            raise ValueError(f"unknown built-in model '{value}'; the shipped model is builtin:demo")
+        return value
+
+
+class DatasetSpec(_Model):
+    uri: str = Field(
+        "builtin:arith",
+        description="Training data: `builtin:arith`, a local .jsonl/.json/.csv/.parquet file, a "
+        "local dataset directory, or `hf://org/name`.",
+    )
+    prompt_field: str = Field("prompt", description="Column holding the prompt text.")
+    answer_field: str = Field(
+        "answer", description="Column holding the reference answer, passed to rewards as `answer`."
+    )
+    eval_size: int = Field(
+        64, ge=1, description="Number of held-out items used for evaluation (greedy decoding)."
+    )
+    split: str = Field("train", description="Split used for training (hub and directory datasets).")
+    eval_split: str | None = Field(
+        None,
+        description="Split used for evaluation; when absent, the last `evalSize` rows of the "
+        "training split are held out.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("builtin:") and value != "builtin:arith":
+            raise ValueError(f"unknown built-in dataset '{value}'; the shipped one is builtin:arith")
+        if not value:
+            raise ValueError("is empty; use builtin:arith, a local file or hf://org/name")
+        return value
+
+
+class RewardSpec(_Model):
+    name: str = Field(
+        description="A registered reward (see `layerpilot rewards`) or `module:function` for your own."
+    )
+    weight: float = Field(1.0, description="Weight of this reward in the sum TRL optimises.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the reward (e.g. `pattern` for `format`).",
+    )
+
+
+class AlgorithmSpec(_Model):
+    loss_type: LossType = Field(
+        LossType.grpo,
+        description="`grpo`, `dr_grpo` (Dr. GRPO: no std scaling, constant normaliser) or `dapo` "
+        "(token-level normalisation, clip-higher).",
+    )
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the GRPO group size).")
+    max_completion_length: int = Field(16, ge=1, description="Maximum new tokens per completion.")
+    learning_rate: float = Field(1.0e-5, gt=0, lt=1, description="Learning rate of the trained layers.")
+    beta: float = Field(0.0, ge=0, description="KL coefficient; 0 loads no reference model.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for rollouts.")
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Further TRL `GRPOConfig` options passed through as-is (snake_case names), "
+        "checked against TRL's fields before training.",
+    )
+
+
+class ProbeSpec(_Model):
+    mode: ProbeMode = Field(
+        ProbeMode.exact,
+        description="`exact` (one RL run per layer, the research protocol), `gradient` or "
+        "`spectrum` (fast proxies).",
+    )
+    steps: int = Field(20, ge=1, description="RL steps of each probe run.")
+    layers: Literal["all"] | list[int] = Field(
+        "all", description="Candidate layers: `all` or a list of indices."
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: Literal["all"] | list[int]) -> Literal["all"] | list[int]:
+        if isinstance(value, list):
+            _check_indices(value)
+        return value
+
+
+class SelectionSpec(_Model):
+    strategy: Strategy = Field(
+        Strategy.top_k,
+        description="`top-k` by probe score, `mid-k` (middle layers), `only-top` (last k), "
+        "`only-bottom` (first k) or `manual` (the listed `layers`).",
+    )
+    k: int = Field(1, ge=1, description="How many layers to train.")
+    layers: list[int] | None = Field(None, description="Layer indices for `manual`.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            _check_indices(value)
+        return value
+
+    @model_validator(mode="after")
+    def _manual_needs_layers(self) -> SelectionSpec:
+        if self.strategy == Strategy.manual.value and not self.layers:
+            raise ValueError("@layers: strategy `manual` needs layers; add e.g. layers: [3]")
+        if self.strategy != Strategy.manual.value and self.layers:
+            raise ValueError(
+                f"@layers: only strategy `manual` reads layers, not `{self.strategy}`; "
+                "remove layers or set strategy: manual"
+            )
+        return self
+
+
+class TrainingSpec(_Model):
+    max_steps: int = Field(200, ge=1, description="Optimizer steps of the training run.")
+    batch_size: int = Field(
+        8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
+    )
+    seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
+    save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
+    precision: Precision = Field(
+        Precision.auto,
+        description="`auto` (bfloat16 compute on a CUDA GPU that supports it, float32 elsewhere), "
+        "`float32`, or `bfloat16` (CUDA only). Trained layers always keep float32 weights.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass to save memory; gradients never "
+        "flow through frozen layers below the lowest trained one.",
+    )
+
+
+class MlflowSpec(_Model):
+    tracking_uri: str | None = Field(None, description="MLflow tracking server; null uses a local store.")
+    experiment: str = Field("layerpilot", min_length=1, description="MLflow experiment name.")
+    registered_model: str | None = Field(None, description="Registered model name for the result.")
+
+
+class ResourcesSpec(_Model):
+    image: str | None = Field(None, description="Container image for the operator's Jobs.")
+    gpus: int = Field(0, ge=0, description="GPUs per Job (operator only).")
+    probe_parallelism: int = Field(4, ge=1, description="Probe Jobs running at once (operator only).")
+
+
+class LayerAdaptationSpec(_Model):
+    """The whole spec of a `LayerAdaptation`: what to adapt, how to probe, select and train."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Base model.")
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec, description="Prompts and answers.")
+    rewards: list[RewardSpec] = Field(
+        default_factory=lambda: [RewardSpec(name="exact_answer")],
+        min_length=1,
+        description="Reward functions and their weights.",
+    )
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec, description="GRPO settings.")
+    probe: ProbeSpec = Field(default_factory=ProbeSpec, description="Layer probe settings.")
+    selection: SelectionSpec = Field(default_factory=SelectionSpec, description="Which layers to train.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training run settings.")
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec, description="Tracking and registry.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Kubernetes resources.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> LayerAdaptationSpec:
+        gens, batch = self.algorithm.num_generations, self.training.batch_size
+        if batch % gens:
+            ok = [g for g in range(2, batch + 1) if batch % g == 0]
+            hint = (
+                f"try numGenerations {min(ok, key=lambda g: (abs(g - gens), g))}"
+                if ok
+                else "use a batchSize of at least 2"
+            )
+            raise ValueError(
+                f"@algorithm.numGenerations: ({gens}) must divide `training.batchSize` ({batch}); {hint}"
+            )
+        return self
+
+
+class Metadata(_Model):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("layerpilot", description="Resource name.")
+    namespace: str | None = Field(None, description="Resource namespace.")
+
+
+class LayerAdaptation(_Model):
+    """The full custom resource document."""
+
+    api_version: Literal["layerpilot.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["LayerAdaptation"] = Field(KIND)
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: LayerAdaptationSpec = Field(default_factory=LayerAdaptationSpec)
+    status: dict[str, Any] | None = Field(None, description="Written by the operator.")
+
+
+def _check_indices(layers: list[int]) -> None:
+    negative = [i for i in layers if i < 0]
+    if negative:
+        raise ValueError(f"{negative[0]} is negative; layer indices count from 0")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"indices repeat in {layers}; list each layer once")

@@ -1,0 +1,180 @@
+"""What layerpilot records in MLflow for a probe, a training, an evaluation and an adapt: one place.
+
+Metric names follow one scheme in every run, `section/name`:
+
+- `train/*`: TRL's step metrics at their global step (`train/reward`, `train/loss`, …), and a
+  training's totals (`train/global_step`, `train/seconds`, `train/trainable_share`);
+- `probe/*`: a probe's summary (`probe/selected_score`, `probe/best_contribution`, …) and one
+  unit's score in an exact probe's unit runs;
+- `eval/*`: the evaluation before and after training;
+- `by_layer/*`: one value per decoder layer with step = layer index, so MLflow draws the curve
+  over depth (`by_layer/score`, `by_layer/contribution`, `by_layer/rank`, `by_layer/delta_relative`).
+  A run table shows only the last layer's value for these; read them as charts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
+from service.probe.units import PARTIALS
+from service.progress import StepHook
+from service.spec.fingerprint import fingerprint
+from service.spec.models import LayerAdaptationSpec, ProbeMode
+from service.tracking import review
+from service.tracking.runs import TrackedRun
+from service.training.trainer import TrainResult
+
+METRICS: dict[str, str] = {
+    "train/<TRL metric>": "TRL's step metrics (reward, loss, rewards/<name>/mean, …) at each step",
+    "train/global_step": "optimizer steps the training ran",
+    "train/seconds": "wall time of the training",
+    "train/trainable_share": "trained parameters as a share of the model's",
+    "probe/baseline": "S_base: eval score of the base model (exact mode)",
+    "probe/full": "S_full: eval score after RL of every layer (exact mode)",
+    "probe/full_gain": "S_full − S_base (exact mode)",
+    "probe/best_contribution": "the highest C(k) over the probed layers (exact mode)",
+    "probe/selected_score": "mean probe score of the selected layers",
+    "probe/selected_contribution": "mean C(k) of the selected layers (exact mode)",
+    "probe/score": "one exact-probe unit's eval score (in its unit run)",
+    "probe/seconds": "one exact-probe unit's wall time (in its unit run)",
+    "eval/before": "eval score of the base model",
+    "eval/after": "eval score of base + layer patch",
+    "eval/gain": "eval/after − eval/before",
+    "eval/items": "evaluation items scored",
+    "by_layer/score": "probe score S_k (exact) or proxy score, step = layer index",
+    "by_layer/contribution": "C(k) = (S_k − S_base) / (S_full − S_base), step = layer index",
+    "by_layer/rank": "the layer's rank in the probe (1 = best), step = layer index",
+    "by_layer/delta_relative": "relative weight change ‖ΔW‖/‖W‖ of a trained layer, step = layer index",
+}
+"""Every metric name layerpilot logs, with what it means (the reference lists them)."""
+
+_CONSTANT_ZERO = ("clip_ratio/",)  # PPO-style clipping never triggers when each batch is used once
+
+
+def log_spec(run: TrackedRun, spec: LayerAdaptationSpec) -> None:
+    """The spec as params with dotted keys (`algorithm.learningRate`) plus the tags runs are found by."""
+    run.log_params(review.flatten_params(spec.model_dump(mode="json", by_alias=True)))
+    run.set_tags(
+        {
+            review.MODEL: spec.model.uri,
+            review.STRATEGY: spec.selection.strategy,
+            review.SPEC_HASH: fingerprint(spec),
+        }
+    )
+
+
+def step_logger(run: TrackedRun, spec: LayerAdaptationSpec) -> StepHook:
+    """A training step hook that logs TRL's metrics as `train/*` at their global step.
+
+    Clip ratios are left out when every batch is used for a single update (TRL's defaults): the
+    policy ratio is then exactly 1, so they are always 0 and would only bury the curves that move.
+    """
+    extra = spec.algorithm.extra
+    on_policy = int(extra.get("num_iterations", 1)) == 1 and "steps_per_generation" not in extra
+
+    def hook(step: int, max_steps: int, logs: dict[str, float]) -> None:
+        kept = {k: v for k, v in logs.items() if not (on_policy and k.startswith(_CONSTANT_ZERO))}
+        run.log_metrics(_prefixed("train/", kept), step=step)
+
+    return hook
+
+
+def log_probe(run: TrackedRun, report: ProbeReport, probe_dir: Path) -> None:
+    """Per-layer curves, a summary, the report and chart, and (exact mode) one child run per unit.
+
+    Writes the report (with this run's id) into `probe_dir` before logging it.
+    """
+    if report.mode == ProbeMode.exact.value:
+        for path in sorted((probe_dir / PARTIALS).glob("*.json")):
+            _log_unit(run, path)
+        report.extra["unitRunsLogged"] = True
+    report.mlflow_run_id = run.run_id
+    report.write(probe_dir)
+    run.log_layer_metrics(
+        {
+            layer.index: {
+                "by_layer/score": layer.score,
+                "by_layer/contribution": layer.contribution,
+                "by_layer/rank": layer.rank,
+            }
+            for layer in report.layers
+        }
+    )
+    run.log_metrics(probe_summary(report))
+    selected = ",".join(map(str, report.selected))
+    run.set_tags({"layerpilot.probe_mode": report.mode, "layerpilot.selected_layers": selected})
+    run.log_artifact(probe_dir / REPORT_JSON)
+    run.log_artifact(probe_dir / REPORT_PNG)
+
+
+def probe_summary(report: ProbeReport) -> dict[str, float]:
+    """The probe's numbers a reviewer compares across runs (absent ones are left out).
+
+    >>> from service.probe.report import LayerScore
+    >>> layers = [LayerScore(0, "l.0", 0.4, 0.5, 2), LayerScore(1, "l.1", 0.5, 1.0, 1)]
+    >>> report = ProbeReport("m", 2, "exact", "l", layers, selected=[1], baseline_score=0.3, full_score=0.5)
+    >>> probe_summary(report)["probe/selected_contribution"], probe_summary(report)["probe/full_gain"]
+    (1.0, 0.2)
+    """
+    chosen = [layer for layer in report.layers if layer.index in set(report.selected)]
+    contributions = [layer.contribution for layer in report.layers if layer.contribution is not None]
+    picked = [layer.contribution for layer in chosen if layer.contribution is not None]
+    summary: dict[str, float | None] = {
+        "probe/baseline": report.baseline_score,
+        "probe/full": report.full_score,
+        "probe/full_gain": (
+            round(report.full_score - report.baseline_score, 6)
+            if report.full_score is not None and report.baseline_score is not None
+            else None
+        ),
+        "probe/best_contribution": max(contributions) if contributions else None,
+        "probe/selected_score": sum(layer.score for layer in chosen) / len(chosen) if chosen else None,
+        "probe/selected_contribution": sum(picked) / len(picked) if picked else None,
+    }
+    return {k: float(v) for k, v in summary.items() if v is not None}
+
+
+def _log_unit(run: TrackedRun, path: Path) -> None:
+    unit = json.loads(path.read_text())
+    with run.child(f"probe {path.stem}", tags={"layerpilot.probe_unit": str(unit["unit"])}) as child:
+        child.log_params({"unit": unit["unit"], "steps": unit["steps"]})
+        child.log_metrics({"probe/score": unit["score"], "probe/seconds": unit["seconds"]})
+        child.log_metrics(_prefixed("train/", unit.get("trainMetrics") or {}))
+        child.log_layer_metrics(
+            {int(i): {"by_layer/delta_relative": v} for i, v in (unit.get("deltas") or {}).items()}
+        )
+
+
+def log_training(run: TrackedRun, training: TrainResult, patch_files: tuple[str, ...]) -> None:
+    """Weight change per layer (step = layer index), totals, and the patch files as artifacts."""
+    run.log_layer_metrics(
+        {index: {"by_layer/delta_relative": value} for index, value in training.deltas.relative.items()}
+    )
+    run.log_metrics(training_summary(training))
+    for name in patch_files:
+        if (training.out_dir / name).is_file():
+            run.log_artifact(training.out_dir / name, "layer_patch")
+
+
+def training_summary(training: TrainResult) -> dict[str, float]:
+    return {
+        "train/seconds": training.seconds,
+        "train/global_step": training.global_step,
+        "train/trainable_share": training.trainable_parameters / max(training.total_parameters, 1),
+    }
+
+
+def evaluation_summary(before: float, after: float, items: int) -> dict[str, float]:
+    """
+    >>> evaluation_summary(0.25, 0.5, 300)
+    {'eval/before': 0.25, 'eval/after': 0.5, 'eval/gain': 0.25, 'eval/items': 300}
+    """
+    return {"eval/before": before, "eval/after": after, "eval/gain": after - before, "eval/items": items}
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {key if key.startswith(prefix) else prefix + key: value for key, value in metrics.items()}

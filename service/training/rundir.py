@@ -1,0 +1,86 @@
+"""A training run's directory: resumable checkpoints, `run.json`, and the rules for reusing it.
+
+Finished work is never overwritten: a directory that holds a run needs `--resume`, and resuming
+is refused when the run was started with other layers, another model or other training settings
+(its `trainingHash`, see `service.spec.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from service.errors import SpecError
+from service.files import write_json
+from service.patch import PATCH_META
+from service.spec.fingerprint import fingerprint
+from service.spec.models import LayerAdaptationSpec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` under the run's checkpoint directory."""
+    root = out_dir / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in root.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit() and (p / "trainer_state.json").exists()
+    ]
+    return max(found)[1] if found else None
+
+
+def prepare_run_dir(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], resume: bool) -> Path | None:
+    """Never overwrite finished work: a directory with checkpoints needs --resume, and matching layers."""
+    checkpoint = latest_checkpoint(out_dir)
+    run_file = out_dir / RUN_FILE
+    if not resume:
+        if checkpoint is not None or (out_dir / PATCH_META).exists():
+            raise SpecError(
+                "--out",
+                f"{out_dir} already holds a training run",
+                "pass --resume to continue it, or choose an empty directory",
+            )
+        return None
+    if run_file.exists():
+        previous = json.loads(run_file.read_text())
+        if sorted(previous["layers"]) != sorted(layers):
+            raise SpecError(
+                "--layers",
+                f"the run in {out_dir} trains layers {previous['layers']}, not {sorted(layers)}",
+                f"resume with --layers {','.join(map(str, previous['layers']))} or use another --out",
+            )
+        if previous.get("modelUri") != spec.model.uri:
+            raise SpecError(
+                "model.uri", f"the run in {out_dir} trains {previous.get('modelUri')}", "use the same model"
+            )
+        if previous.get("trainingHash", fingerprint(spec, "training")) != fingerprint(spec, "training"):
+            raise SpecError(
+                "--resume",
+                f"the run in {out_dir} was trained with other settings (data, rewards, algorithm, "
+                "batch size, seed or precision); continuing it would mix two trainings",
+                "use the original spec, or a new output directory",
+            )
+    if checkpoint is None:
+        if (out_dir / CHECKPOINTS).is_dir():
+            log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
+        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+    return checkpoint
+
+
+def write_run_file(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], model_dir: Path) -> None:
+    record = {
+        "layers": layers,
+        "modelUri": spec.model.uri,
+        "modelDir": str(model_dir),
+        "specHash": fingerprint(spec),
+        "trainingHash": fingerprint(spec, "training"),
+    }
+    write_json(out_dir / RUN_FILE, record)

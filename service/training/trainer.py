@@ -1,0 +1,220 @@
+"""Layer-selective GRPO: TRL does the RL; we choose, freeze, checkpoint and package.
+
+Only the chosen decoder layers have `requires_grad`; the optimizer therefore holds state for them
+alone, and the result is written as a layer patch (see `service.patch`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from service.data import load_rows
+from service.models.hub import resolve_model_dir
+from service.models.loading import load_model_and_tokenizer
+from service.models.stack import count_parameters, find_decoder_layers, freeze_except
+from service.models.weights import fingerprint_model_dir
+from service.patch import LayerDeltas, write_patch
+from service.progress import SILENT, Progress, StepHook, reward_info
+from service.rewards.registry import build_rewards
+from service.spec.indices import check_layer_indices
+from service.spec.models import LayerAdaptationSpec
+from service.training.config import choose_precision, grpo_config_kwargs
+from service.training.rundir import CHECKPOINTS, prepare_run_dir, write_run_file
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    layers: list[int]
+    global_step: int
+    max_steps: int
+    resumed_from: str | None
+    seconds: float
+    trainable_parameters: int
+    total_parameters: int
+    deltas: LayerDeltas
+    metrics: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outDir": str(self.out_dir),
+            "layers": self.layers,
+            "globalStep": self.global_step,
+            "maxSteps": self.max_steps,
+            "resumedFrom": self.resumed_from,
+            "seconds": round(self.seconds, 2),
+            "trainableParameters": self.trainable_parameters,
+            "totalParameters": self.total_parameters,
+            "layerDeltas": self.deltas.relative_json(),
+            "metrics": self.metrics,
+        }
+
+
+def train(
+    spec: LayerAdaptationSpec,
+    layers: Sequence[int],
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: Progress = SILENT,
+    on_step: Sequence[StepHook] = (),
+    callbacks: Sequence[Any] = (),
+    device: str | None = None,
+) -> TrainResult:
+    """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`.
+
+    `progress` sees the `train` phase; `on_step` hooks get TRL's metrics after every step (on the
+    main process only); `callbacks` are extra `transformers.TrainerCallback`s.
+    """
+    started = time.perf_counter()
+    max_steps = max_steps or spec.training.max_steps
+    precision = choose_precision(spec.training.precision, device)
+    config_kwargs = grpo_config_kwargs(spec, out_dir / CHECKPOINTS, max_steps=max_steps, precision=precision)
+    reward_funcs, weights = build_rewards(spec.rewards)
+    train_rows, _ = load_rows(spec.dataset)
+    resume_from = prepare_run_dir(out_dir, spec, list(layers), resume)
+
+    model_dir = resolve_model_dir(spec.model.uri, spec.model.revision)
+    model, tokenizer = load_model_and_tokenizer(
+        spec.model, dtype=precision.load_dtype, device=precision.device
+    )
+    stack = find_decoder_layers(model, spec.model.layers_path)
+    chosen = check_layer_indices(list(layers), len(stack), field="layers")
+    trainable = freeze_except(model, stack, chosen)
+    if precision.load_dtype != torch.float32:
+        # Trained layers keep float32 master weights; frozen ones stay in the compact dtype.
+        for index in chosen:
+            stack.layers[index].to(torch.float32)
+    if spec.training.gradient_checkpointing:
+        _enable_checkpointing(model)
+    params = dict(model.named_parameters())
+    base_state = {name: params[name].detach().to("cpu", copy=True) for name in trainable}
+    n_trainable, total = count_parameters(model)
+
+    write_run_file(out_dir, spec, chosen, model_dir)
+    trainer = build_trainer(
+        model,
+        tokenizer,
+        (reward_funcs, weights),
+        train_rows,
+        config_kwargs,
+        callbacks=[_StepHooks([_progress_hook(progress), *on_step]), *callbacks],
+    )
+    progress.start("train", max_steps)
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    trained_state = {name: params[name] for name in trainable}
+    deltas = write_patch(
+        out_dir,
+        trained=trained_state,
+        base=base_state,
+        layers=chosen,
+        layers_path=stack.path,
+        base_ref={
+            "uri": spec.model.uri,
+            "revision": spec.model.revision,
+            "fingerprint": fingerprint_model_dir(model_dir),
+            "modelType": stack.model_type,
+            "numLayers": len(stack),
+        },
+        spec=spec.model_dump(mode="json", by_alias=True),
+        extra={"trainedSteps": trainer.state.global_step},
+    )
+    history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    last = history[-1] if history else {}
+    metrics = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
+    metrics["train_loss"] = float(output.training_loss)
+    progress.finish("train", reward_info(metrics))
+    return TrainResult(
+        out_dir=out_dir,
+        layers=chosen,
+        global_step=trainer.state.global_step,
+        max_steps=max_steps,
+        resumed_from=str(resume_from) if resume_from else None,
+        seconds=time.perf_counter() - started,
+        trainable_parameters=n_trainable,
+        total_parameters=total,
+        deltas=deltas,
+        metrics=metrics,
+    )
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    rewards: tuple[Sequence[Any], list[float]],
+    train_rows: list[dict[str, Any]],
+    config_kwargs: dict[str, Any],
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """TRL's GRPOTrainer over a model whose trainable parameters were already chosen."""
+    # Deferred: TRL and datasets take seconds to import, and only training needs them.
+    import datasets
+    from trl.trainer.grpo_config import GRPOConfig
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    reward_funcs, weights = rewards
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=cast(Any, list(reward_funcs)),
+        args=GRPOConfig(**config_kwargs, reward_weights=weights),
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
+    _quiet(trainer)
+    return trainer
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Activation checkpointing that never forces gradients through frozen lower layers.
+
+    transformers' `gradient_checkpointing_enable` also calls `enable_input_require_grads`, a
+    workaround for reentrant checkpointing that makes the embedding output require grad — and with
+    it every frozen layer below the trained ones runs a backward pass for nothing. Non-reentrant
+    checkpointing does not need it, so we undo it.
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.disable_input_require_grads()
+    model.config.use_cache = False
+
+
+def _quiet(trainer: Any) -> None:
+    """Results go to stdout and progress to our own hook: drop transformers' printers."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+class _StepHooks(TrainerCallback):
+    """Forwards (step, max_steps, logs) to plain functions, so callers need no transformers types.
+
+    Under a distributed launcher every rank trains, but only the main process reports.
+    """
+
+    def __init__(self, hooks: Sequence[StepHook]) -> None:
+        self.hooks = list(hooks)
+
+    def on_log(
+        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if not getattr(state, "is_world_process_zero", True):
+            return
+        numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
+        for hook in self.hooks:
+            hook(state.global_step, state.max_steps, numbers)
+
+
+def _progress_hook(progress: Progress) -> StepHook:
+    def hook(step: int, max_steps: int, logs: dict[str, float]) -> None:
+        progress.update("train", step, reward_info(logs))
+
+    return hook

@@ -1,0 +1,208 @@
+"""code_tests: real subprocess sandboxing of completions, limits, network and file isolation."""
+
+from __future__ import annotations
+
+import select
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.errors import SpecError
+from service.rewards.code import extract_code
+from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, reward
+
+# ---------------------------------------------------------------------------------------------
+# code_tests
+
+
+def test_code_tests_pass_and_fail() -> None:
+    func = reward("code_tests")
+    wrong = ADD.replace("a + b", "a - b")
+    assert func([ADD, wrong, chat(ADD)], tests=[ADD_TESTS] * 3) == [1.0, 0.0, 1.0]
+
+
+def test_code_tests_takes_the_last_fenced_block() -> None:
+    text = f"First try:\n```python\n{ADD.replace('+', '*')}```\nFixed:\n```python\n{ADD}```\nDone."
+    assert extract_code(text) == ADD
+    assert extract_code(f"```\n{ADD}```") == ADD
+    assert extract_code(f"```python\n{ADD}") == ADD  # cut off at max length
+    assert reward("code_tests")([text], tests=[ADD_TESTS]) == [1.0]
+
+
+def test_code_tests_accepts_a_list_of_asserts_and_a_custom_column() -> None:
+    func = reward("code_tests", tests_field="test_list")
+    assert func([ADD], test_list=[["assert add(1, 1) == 2", "assert add(0, 0) == 0"]]) == [1.0]
+    with pytest.raises(SpecError, match="test_list"):
+        func([ADD], tests=[ADD_TESTS])
+
+
+def test_code_tests_exiting_early_does_not_score() -> None:
+    func = reward("code_tests")
+    cheats = ["import os\nos._exit(0)", "import sys\nsys.exit(0)", "raise SystemExit"]
+    assert func(cheats, tests=["assert False"] * 3) == [0.0, 0.0, 0.0]
+
+
+def test_code_tests_cannot_read_the_tests_from_disk() -> None:
+    peek = "import glob\nassert not glob.glob('../*.json') and not glob.glob('*.json')\n"
+    assert reward("code_tests")([peek], tests=["assert True"]) == [1.0]
+
+
+def test_code_tests_infinite_loop_is_killed_on_time() -> None:
+    func = reward("code_tests", timeout=1.0)
+    started = time.monotonic()
+    assert func(["while True:\n    pass"], tests=[""]) == [0.0]
+    assert time.monotonic() - started < 1.0 + 2.0
+
+
+def _live_processes_named(name: str) -> list[str]:
+    """Pids of running (not zombie) processes whose kernel name is `name`."""
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                state = (comm.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(comm.parent.name)
+        except OSError:
+            continue
+    return found
+
+
+def test_code_tests_children_of_a_hung_run_are_killed_too() -> None:
+    name = f"lp{uuid.uuid4().hex[:10]}"
+    code = textwrap.dedent(
+        f"""
+        import ctypes, os, time
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(15, {name.encode()!r}, 0, 0, 0)  # PR_SET_NAME
+            while True:
+                time.sleep(0.1)
+        time.sleep(30)
+        """
+    )
+    assert reward("code_tests", timeout=1.0)([code], tests=[""]) == [0.0]
+    deadline = time.monotonic() + 3.0
+    while _live_processes_named(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_processes_named(name) == []
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [
+        "import os\nos.abort()",
+        "import ctypes\nctypes.string_at(0)",
+        "import faulthandler\nfaulthandler._sigsegv()",
+    ],
+)
+def test_code_tests_crash_scores_zero(crash: str) -> None:
+    assert reward("code_tests")([crash], tests=["assert True"]) == [0.0]
+
+
+def test_code_tests_memory_bomb_hits_the_limit() -> None:
+    bombs = ["data = bytearray(4 * 1024**3)", "data = [0] * (600 * 1024**2)"]
+    assert reward("code_tests", memory_mb=256)(bombs, tests=["assert True"] * 2) == [0.0, 0.0]
+
+
+def test_code_tests_cannot_write_outside_its_directory(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    inside = "import os, shutil, tempfile\nopen('own.txt', 'w').write('ok')\nos.mkdir('d')\n"
+    inside += "open('d/f', 'w').close()\nshutil.rmtree('d')\ntempfile.mkstemp()\n"
+    outside = f"open({str(target)!r}, 'w').write('x')"
+    remove = f"import os\nos.remove({str(tmp_path / 'keep.txt')!r})"
+    (tmp_path / "keep.txt").write_text("keep")
+    scores = reward("code_tests")(
+        [inside, outside, remove], tests=["assert open('own.txt').read() == 'ok'", "", ""]
+    )
+    assert scores == [1.0, 0.0, 0.0]
+    assert not target.exists()
+    assert (tmp_path / "keep.txt").read_text() == "keep"
+
+
+def test_code_tests_cannot_start_programs_or_signal_the_trainer() -> None:
+    codes = [
+        "import subprocess\nsubprocess.run(['true'], check=True)",
+        "import os\nassert os.system('true') == 0",
+        "import os, signal\nos.kill(os.getppid(), 0)",
+    ]
+    assert reward("code_tests")(codes, tests=[""] * 3) == [0.0, 0.0, 0.0]
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield server
+    server.close()
+
+
+def _connections(server: socket.socket) -> list[bytes]:
+    """Whatever reached the listener (the child has exited, so anything sent is queued by now)."""
+    received = []
+    while select.select([server], [], [], 0.3)[0]:
+        conn, _ = server.accept()
+        conn.settimeout(0.5)
+        try:
+            received.append(conn.recv(100))
+        except OSError:
+            received.append(b"")
+        conn.close()
+    return received
+
+
+@pytest.mark.parametrize("network_namespace", [True, False], ids=["namespace+hook", "hook-only"])
+def test_code_tests_network_is_blocked(listener: socket.socket, network_namespace: bool) -> None:
+    port = listener.getsockname()[1]
+    attempts = [
+        f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'TOKEN')",
+        f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\ns.sendall(b'TOKEN')",
+        "import socket\nudp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"udp.sendto(b'TOKEN', ('127.0.0.1', {port}))",
+        f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=2)",
+    ]
+    func = reward("code_tests", network_namespace=network_namespace)
+    assert func(attempts, tests=["assert True"] * len(attempts)) == [0.0] * len(attempts)
+    assert _connections(listener) == []
+
+
+def _unshare_works() -> bool:
+    probe = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "sys.exit(0 if libc.unshare(0x10000000 | 0x40000000) == 0 or libc.unshare(0x40000000) == 0 else 1)"
+    )
+    return subprocess.run([sys.executable, "-I", "-c", probe], check=False, timeout=30).returncode == 0
+
+
+RAW_CONNECT = """
+import ctypes, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
+addr = struct.pack("=H", socket.AF_INET) + struct.pack("!H", {port}) + bytes([127, 0, 0, 1]) + bytes(8)
+assert libc.connect(fd, addr, len(addr)) == 0, ctypes.get_errno()
+assert libc.write(fd, b"TOKEN", 5) == 5
+"""
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="this machine refuses network namespaces")
+def test_network_namespace_stops_raw_syscalls_past_the_hook(listener: socket.socket) -> None:
+    """ctypes goes past the audit hook; the network namespace is what stops it here."""
+    port = listener.getsockname()[1]
+    code = RAW_CONNECT.format(port=port)
+    assert reward("code_tests")([code], tests=[""]) == [0.0]
+    assert _connections(listener) == []
+
+
+def test_code_tests_runs_completions_concurrently() -> None:
+    func = reward("code_tests", timeout=1.0, max_workers=8)
+    started = time.monotonic()
+    assert func(["import time\ntime.sleep(60)"] * 8, tests=[""] * 8) == [0.0] * 8
+    assert time.monotonic() - started < 8 * 1.0 / 2

@@ -1,0 +1,153 @@
+"""`adapt` end to end against a real MLflow server: run tree, per-layer metrics, artifacts, registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+
+from service.adapt import RESULT_JSON, adapt
+from service.probe.report import REPORT_JSON
+from tests.conftest import small_spec
+from tests.mlflow_server import MlflowServer, free_port
+
+
+def adapt_spec(tracking_uri: str, name: str, **overrides: Any) -> Any:
+    """Exact probe of layers 1 and 2 (4 units of 2 RL steps), then 2 training steps."""
+    return small_spec(
+        probe={"mode": "exact", "steps": 2, "layers": [1, 2], **overrides.pop("probe", {})},
+        selection={"strategy": "top-k", "k": 1},
+        mlflow={"trackingUri": tracking_uri, "experiment": name, "registeredModel": f"{name}-model"},
+        **overrides,
+    )
+
+
+def _runs(client: MlflowClient, experiment: str) -> dict[str, Any]:
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    return {run.info.run_name: run for run in client.search_runs([exp.experiment_id])}
+
+
+def test_adapt_logs_the_run_tree_and_registers_a_candidate(
+    mlflow_server: MlflowServer, clean_mlflow_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = adapt_spec(mlflow_server.uri, "adapt-tree")
+    result = adapt(spec, tmp_path)
+    assert result.not_logged is None and result.registered is not None
+    client = MlflowClient(mlflow_server.uri)
+    runs = _runs(client, "adapt-tree")
+
+    parent = runs[f"adapt {spec.model.uri}"]
+    experiment = client.get_experiment_by_name("adapt-tree")
+    assert experiment is not None  # filed under model training, not GenAI evaluations, in the UI
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    children = {
+        name for name, run in runs.items() if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
+    assert children == {"probe", "train", "eval"}
+    probe = runs["probe"]
+    units = {
+        name for name, run in runs.items() if run.data.tags.get("mlflow.parentRunId") == probe.info.run_id
+    }
+    assert units == {"probe full", "probe base", "probe layer-1", "probe layer-2"}
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+
+    # the spec as dotted params and the tags runs are found by
+    assert parent.data.params["algorithm.learningRate"] == str(spec.algorithm.learning_rate)
+    assert parent.data.tags["layerpilot.selected_layers"] == ",".join(map(str, result.layers))
+    assert parent.data.metrics["eval/after"] == pytest.approx(result.eval_after)
+
+    # per-layer probe scores over depth, weight deltas at the trained layer's step
+    history = client.get_metric_history(probe.info.run_id, "by_layer/score")
+    assert sorted(m.step for m in history) == [1, 2]
+    report = json.loads((tmp_path / "probe" / REPORT_JSON).read_text())
+    assert {m.step: m.value for m in history} == {
+        layer["index"]: pytest.approx(layer["score"]) for layer in report["layers"]
+    }
+    assert report["mlflowRunId"] == probe.info.run_id
+    deltas = client.get_metric_history(runs["train"].info.run_id, "by_layer/delta_relative")
+    assert [m.step for m in deltas] == result.layers and deltas[0].value > 0
+    # one naming scheme: TRL's metrics are train/* in the train run and in the probe's unit runs
+    assert {"train/loss", "train/reward"} <= set(runs["train"].data.metrics)
+    assert "train/reward" in runs["probe layer-1"].data.metrics
+    # summaries that mean something in a run table: the selected layer's, not the last layer's
+    selected = next(layer for layer in report["layers"] if layer["index"] == result.layers[0])
+    assert probe.data.metrics["probe/selected_score"] == pytest.approx(selected["score"])
+    assert parent.data.metrics["eval/gain"] == pytest.approx(result.eval_after - result.eval_before)
+
+    # artifacts: report and chart, the patch files, the spec
+    assert {a.path for a in client.list_artifacts(probe.info.run_id)} == {
+        "probe_report.json",
+        "probe_report.png",
+    }
+    patch_files = {a.path for a in client.list_artifacts(runs["train"].info.run_id, "layer_patch")}
+    assert patch_files == {
+        f"layer_patch/{n}" for n in ("layer_patch.safetensors", "layer_patch.json", "deltas.json")
+    }
+    assert "spec.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    # the registered version a reviewer decides on
+    name = "adapt-tree-model"
+    version = client.get_model_version_by_alias(name, "candidate")
+    assert str(version.version) == result.registered["version"]
+    assert version.run_id == parent.info.run_id
+    assert "eval score" in version.description and f"{result.eval_after:.3f}" in version.description
+    assert version.tags["layerpilot.eval_score"] == str(result.eval_after)
+    saved = json.loads((tmp_path / RESULT_JSON).read_text())
+    assert saved["mlflow"]["registeredModel"]["version"] == str(version.version)
+
+
+def test_jobs_log_into_the_run_the_operator_created(
+    mlflow_server: MlflowServer, clean_mlflow_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    client = MlflowClient(mlflow_server.uri)
+    experiment = client.create_experiment("adapt-adopted")
+    operator_run = client.create_run(experiment, run_name="la/demo").info.run_id
+    clean_mlflow_env.setenv("MLFLOW_RUN_ID", operator_run)
+    spec = adapt_spec(mlflow_server.uri, "adapt-adopted", probe={"mode": "gradient"})
+    result = adapt(spec, tmp_path, register=False)
+    assert result.run_ids["adapt"] == operator_run
+    runs = _runs(client, "adapt-adopted")
+    assert {n for n, r in runs.items() if r.data.tags.get("mlflow.parentRunId") == operator_run} == {
+        "probe",
+        "train",
+        "eval",
+    }
+    # the operator owns its run: the Job logs into it but leaves it open for the operator to close
+    assert client.get_run(operator_run).info.status == "RUNNING"
+    assert "algorithm.learningRate" in client.get_run(operator_run).data.params
+
+
+def test_a_dead_server_loses_no_local_work_and_says_what_was_not_logged(
+    clean_mlflow_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    clean_mlflow_env.setenv("LAYERPILOT_MLFLOW_ATTEMPTS", "1")
+    clean_mlflow_env.setenv("LAYERPILOT_MLFLOW_TIMEOUT_S", "2")
+    dead = f"http://127.0.0.1:{free_port()}"
+    spec = adapt_spec(dead, "adapt-dead", probe={"mode": "gradient"})
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.model_dump(mode="json", by_alias=True)))
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["adapt", str(spec_file), "--workdir", str(work), "--json"])
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["evalAfter"] is not None and summary["mlflow"]["registeredModel"] is None
+    assert f"MLflow at {dead} unreachable: not logged:" in result.stderr
+    assert "not registered as adapt-dead-model" in result.stderr
+    # every finished output is on disk, and so is what MLflow should have received
+    for path in (
+        "probe/probe_report.json",
+        "probe/probe_report.png",
+        "train/layer_patch.safetensors",
+        RESULT_JSON,
+    ):
+        assert (work / path).is_file(), path
+    unlogged = [json.loads(line) for line in (work / "mlflow_unlogged.jsonl").read_text().splitlines()]
+    assert {entry["kind"] for entry in unlogged} >= {"run", "registration"}
