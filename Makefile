@@ -6,8 +6,9 @@ SHELL := bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# pip's noise about unreadable extra index locations is not ours to fix.
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+# The install's own output (pip, the build backend) goes to this log, shown only when it fails.
+INSTALL_LOG := $(VENV)/install.log
+PIP := $(BIN)/python -m pip install --disable-pip-version-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -15,13 +16,14 @@ help:  ## list targets
 venv: $(BIN)/.installed  ## create .venv: CPU torch 2.13.0 first, then layerpilot with dev extras
 
 $(BIN)/.installed: pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	# torch first and pinned: unpinned, pip resolves a CUDA build of several GB.
-	$(BIN)/python -m pip install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]" 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import torch, trl, transformers; print('torch', torch.__version__, 'trl', trl.__version__, 'transformers', transformers.__version__)"
-	touch $@
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing layerpilot into $(VENV) (a few minutes the first time; log: $(INSTALL_LOG))"
+	@: > $(INSTALL_LOG)
+	@# torch first and pinned: unpinned, pip resolves a CUDA build of several GB.
+	@( $(PIP) --upgrade pip && $(PIP) torch==2.13.0 && $(PIP) -c constraints.txt -e ".[dev]" ) \
+		>> $(INSTALL_LOG) 2>&1 || { tail -n 40 $(INSTALL_LOG); echo "install failed; see $(INSTALL_LOG)"; exit 1; }
+	@$(BIN)/layerpilot --version
+	@touch $@
 
 test: venv  ## run the whole test suite (heavy cases included)
 	$(BIN)/pytest --durations=15; rc=$$?; \
@@ -31,7 +33,7 @@ test-fast: venv  ## the suite without the heavy cases
 	$(BIN)/pytest -m "not heavy"
 
 demo: venv  ## probe -> train -> register on the shipped demo model (local MLflow store in layerpilot-demo/)
-	$(BIN)/layerpilot demo --workdir layerpilot-demo
+	@$(BIN)/layerpilot demo --workdir layerpilot-demo
 	@echo "(the commands above live in $(VENV): run 'source $(VENV)/bin/activate' first)"
 
 lint: venv  ## ruff, mypy (strict on service/), import-linter
@@ -44,6 +46,9 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+reference: venv  ## regenerate docs/reference.md (commands, spec, files, metrics) from the code
+	$(BIN)/python -m cli.reference > docs/reference.md
+
 demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
 	$(BIN)/python tools/build_demo_model.py
 
@@ -51,4 +56,4 @@ clean:
 	rm -rf layerpilot-demo layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \
 		mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv test test-fast demo lint format demo-model clean
+.PHONY: help venv test test-fast demo lint format reference demo-model clean

@@ -34,6 +34,27 @@ PROBE_DIR = "probe"
 TRAIN_DIR = "train"
 RESULT_JSON = "adapt_result.json"
 
+RESULT_FIELDS: dict[str, str] = {
+    "model": "the spec's `model.uri`",
+    "selected": "the layers trained",
+    "strategy": "the selection rule",
+    "probeMode": "the probe's mode",
+    "layers": "the probe report's per-layer entries",
+    "baselineScore": "S_base of an exact probe, else null",
+    "fullScore": "S_full of an exact probe, else null",
+    "evalBefore": "eval score of the base model",
+    "evalAfter": "eval score of base + layer patch",
+    "evalItems": "evaluation items",
+    "trainedSteps": "optimizer steps of the training",
+    "layerDeltas": "relative weight change per trained layer",
+    "probeDir": "the probe directory",
+    "patchDir": "the layer patch directory",
+    "seconds": "wall time of the whole job",
+    "mlflow": "`trackingUri`, `runIds` (adapt, probe, train, eval), `registeredModel`, `whereToLook`, "
+    "`notLogged`",
+}
+"""Every field of `adapt_result.json` (the reference is generated from this)."""
+
 
 @dataclass
 class AdaptResult:

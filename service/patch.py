@@ -35,6 +35,21 @@ DELTAS = "deltas.json"
 PATCH_FILES = (PATCH_TENSORS, PATCH_META, DELTAS)
 SCHEMA_VERSION = 1
 
+PATCH_META_FIELDS: dict[str, str] = {
+    "schemaVersion": "format version of the patch (1)",
+    "base": "the base model: `uri`, `revision`, weights `fingerprint`, `modelType`, `numLayers`",
+    "layers": "the trained layer indices",
+    "layersPath": "where the decoder layers are in the model",
+    "dtype": "dtype of the stored tensors",
+    "numTensors": "tensors in layer_patch.safetensors",
+    "numParameters": "parameters in layer_patch.safetensors",
+    "createdAt": "when the patch was written (UTC)",
+    "layerpilotVersion": "the layerpilot that wrote it",
+    "trainedSteps": "optimizer steps behind the weights",
+    "spec": "the whole spec the run was trained with",
+}
+"""Every field of `layer_patch.json` (the reference is generated from this)."""
+
 
 @dataclass(frozen=True)
 class LayerPatch:

@@ -21,6 +21,44 @@ REPORT_JSON = "probe_report.json"
 REPORT_PNG = "probe_report.png"
 SCHEMA_VERSION = 1
 
+REPORT_FIELDS: dict[str, str] = {
+    "schemaVersion": "format version of this file (1)",
+    "model": "the probed model's `model.uri`",
+    "numLayers": "decoder layers in the model",
+    "mode": "`exact`, `gradient` or `spectrum`",
+    "baselineScore": "S_base, eval score of the base model (exact mode; else null)",
+    "fullScore": "S_full, eval score after RL of every layer (exact mode; else null)",
+    "layers": "one entry per probed layer (below)",
+    "selected": "the layers the spec's selection rule picks, sorted",
+    "strategy": "the selection rule that picked them",
+    "elapsedSeconds": "wall time of the probe",
+    "mlflowRunId": "the probe's MLflow run, or null",
+    "layersPath": "where the decoder layers are in the model (`model.layers`)",
+    "notes": "what a reader must know, e.g. a full-model gain too small to compute C(k)",
+    "probeSteps": "exact: RL steps of every probe run",
+    "learningRate": "exact: learning rate of every probe run",
+    "evalItems": "exact: evaluation items behind every score",
+    "fullGain": "exact: S_full − S_base",
+    "minDetectableGain": "exact: two standard errors of a score on `evalItems` items",
+    "unitSeconds": "exact: wall time of each unit (`base`, `full`, layer index)",
+    "exactCostSeconds": "exact: the units' wall times summed (the probe's compute)",
+    "unitRunsLogged": "exact: whether each unit has its own MLflow child run",
+    "candidates": "proxy modes: the layers scored",
+    "exactCostEstimateSeconds": "gradient: estimated RL time of an exact probe of the same layers",
+    "rolloutStepSeconds": "gradient: measured time of one rollout-and-gradient batch",
+}
+"""Every field `probe_report.json` may hold (the reference is generated from this)."""
+
+LAYER_FIELDS: dict[str, str] = {
+    "index": "decoder layer index, from 0",
+    "name": "the layer's module name (`model.layers.3`)",
+    "score": "S_k in exact mode (eval score after RL of this layer alone); the proxy score otherwise",
+    "contribution": "C(k) = (S_k − S_base) / (S_full − S_base) in exact mode; null otherwise",
+    "rank": "1 = the layer most worth training",
+    "details": "mode-specific numbers (exact: `deltaRelative`; gradient: `l1PerParam`, `l2sqPerParam`)",
+}
+"""Every field of an entry of `layers`."""
+
 
 @dataclass
 class LayerScore:

@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
 
+RUN_FILE_FIELDS: dict[str, str] = {
+    "layers": "the layers this run trains",
+    "modelUri": "the spec's `model.uri`",
+    "modelDir": "where the base model's files were",
+    "specHash": "hash of the whole spec",
+    "trainingHash": "hash of what a resumed run must share with this one (data, rewards, algorithm, …)",
+}
+"""Every field of `run.json`, written when a training starts (the reference is generated from this)."""
+
 
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest complete `checkpoint-N` under the run's checkpoint directory."""

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from cli.main import app
+from service.adapt import RESULT_FIELDS
 from service.models.hub import DEMO_MODEL_DIR
-from service.patch import PATCH_TENSORS
+from service.patch import PATCH_META_FIELDS, PATCH_TENSORS
+from service.probe.report import LAYER_FIELDS, REPORT_FIELDS
+from service.training.rundir import RUN_FILE_FIELDS
 from tests.cli.helpers import runner
 
 
@@ -37,6 +40,16 @@ def test_demo_probes_trains_registers_and_says_where_to_look(
     assert report["selected"] == [top]
     assert (tmp_path / "train" / PATCH_TENSORS).exists()
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+    # every field the files hold is documented in the reference (docs/reference.md)
+    def keys(path: str) -> set[str]:
+        return set(json.loads((tmp_path / path).read_text()))
+
+    assert set(report) <= set(REPORT_FIELDS), set(report) - set(REPORT_FIELDS)
+    assert {key for layer in report["layers"] for key in layer} <= set(LAYER_FIELDS)
+    assert keys("train/layer_patch.json") <= set(PATCH_META_FIELDS)
+    assert keys("train/run.json") <= set(RUN_FILE_FIELDS)
+    assert keys("adapt_result.json") <= set(RESULT_FIELDS)
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("layerpilot-demo")

@@ -104,10 +104,24 @@ def test_promote_moves_champion_only_past_the_gate_and_records_force(
     assert again.exit_code == 0 and json.loads(again.stdout)["promoted"] is False
 
 
+NO_MODEL = "NAME: no registered model 'no-such-model'"
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["show", "no-such-model"], "NAME: no registered model 'no-such-model'"),
+        (
+            ["show", "no-such-model"],
+            "NAME: no registered model 'no-such-model'; see `layerpilot registry list`",
+        ),
+        (
+            ["show", "no-such-model", "1"],
+            "NAME: no registered model 'no-such-model'; see `layerpilot registry list`",
+        ),
+        (
+            ["show", "{name}", "99"],
+            "VERSION: {name} has no version 99; see `layerpilot registry show {name}`",
+        ),
         (["promote", "{name}", "99"], "VERSION: {name} has no version 99"),
         (
             ["list", "--tracking-uri", "mlflow:5000"],

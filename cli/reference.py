@@ -1,0 +1,260 @@
+"""The user-facing contract as a document: `docs/reference.md`, generated from the code itself.
+
+Commands and options come from the Typer app, the spec from the pydantic models' JSON schema (the
+one the CRD is generated from), the files from the field tables beside the code that writes them,
+the metric names from `service.tracking.records`. `make reference` rewrites the file; a test fails
+when the committed file differs from what this module generates.
+
+    python -m cli.reference > docs/reference.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import typer.main
+from typer.core import TyperArgument, TyperGroup
+
+from cli.main import app
+from service.adapt import RESULT_FIELDS, RESULT_JSON
+from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
+from service.probe.report import LAYER_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
+from service.spec.models import API_VERSION, KIND, LayerAdaptation, LayerAdaptationSpec
+from service.tracking import records, review
+from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
+
+ENVIRONMENT: dict[str, str] = {
+    "MLFLOW_TRACKING_URI": "tracking server or store when the spec sets no `mlflow.trackingUri`",
+    "MLFLOW_RUN_ID": "log into this existing run instead of creating a parent run (the operator's Jobs)",
+    "LAYERPILOT_MLFLOW_ATTEMPTS / _BACKOFF_S / _TIMEOUT_S / _COOLDOWN_S": "retry policy of tracking calls",
+    "LAYERPILOT_MLFLOW_TOKEN / _TOKEN_FILE": "`Authorization: Bearer` for a tracking server behind a gateway",
+    "LAYERPILOT_VERBOSE=1": "as `--verbose`: the libraries' own logs, warnings and progress bars",
+    "LAYERPILOT_PROGRESS_SECONDS": "seconds between progress lines when stderr is not a terminal (10)",
+    "LAYERPILOT_DEBUG=1": "the traceback of an unexpected failure",
+    "LAYERPILOT_USER": "who promoted a version (default: the login name)",
+    "JOB_COMPLETION_INDEX": "the unit of `probe --layer-index job` (set by Kubernetes in Indexed Jobs)",
+    "HF_HUB_OFFLINE, HF_HUB_CACHE, HF_HOME, HF_TOKEN": "Hugging Face cache and access for `hf://` models",
+}
+
+EXIT_CODES: dict[str, str] = {
+    "0": "success",
+    "1": "runtime failure (a line says what failed; finished work is kept)",
+    "2": "bad input (a line names the field or option and the fix)",
+    "130": "interrupted (finished checkpoints are kept)",
+}
+
+
+def render() -> str:
+    """The whole reference as Markdown."""
+    parts = [
+        "# layerpilot reference",
+        "",
+        "Generated from the code by `make reference` (`python -m cli.reference`); a test fails when it is",
+        "stale. It is the contract scripts, the operator and reviewers rely on: fields and names are added,",
+        "never renamed.",
+        "",
+        "Contents: [commands](#commands) · [the spec](#the-spec) · [files](#files) · [MLflow](#mlflow) ·",
+        "[exit codes and environment](#exit-codes-and-environment)",
+        "",
+        *_commands(),
+        *_spec(),
+        *_files(),
+        *_mlflow(),
+        "## Exit codes and environment",
+        "",
+        *_table(("exit code", "meaning"), EXIT_CODES.items()),
+        "",
+        *_table(("variable", "what it does"), ENVIRONMENT.items()),
+    ]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _commands() -> Iterator[str]:
+    yield "## Commands"
+    yield ""
+    yield "Every command takes `--help` and `--json` (the result, or the error, as JSON on stdout)."
+    yield "Results go to stdout, progress and errors to stderr. `layerpilot --verbose COMMAND` shows"
+    yield "the libraries' own output too; `layerpilot --version` prints the versions."
+    yield ""
+    root = typer.main.get_command(app)
+    for path, command in _walk(root, ["layerpilot"]):
+        yield f"### `{' '.join(path)}`"
+        yield ""
+        yield (command.help or "").strip()
+        yield ""
+        yield f"    {_usage(path, command)}"
+        yield ""
+        rows = [_param_row(param) for param in command.params if not getattr(param, "hidden", False)]
+        if rows:
+            yield from _table(("argument / option", "meaning", "default"), rows)
+            yield ""
+
+
+def _walk(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+    if isinstance(command, TyperGroup):
+        for name, sub in command.commands.items():
+            shown = (
+                [*path, f"[{name}]"] if name == getattr(command, "default_command", None) else [*path, name]
+            )
+            yield from _walk(sub, shown)
+    else:
+        yield path, command
+
+
+def _usage(path: list[str], command: Any) -> str:
+    pieces = [*path, "[OPTIONS]"]
+    for param in command.params:
+        if isinstance(param, TyperArgument):
+            name = param.metavar or param.name.upper()
+            pieces.append(name if param.required else f"[{name}]")
+    return " ".join(pieces)
+
+
+def _param_row(param: Any) -> tuple[str, str, str]:
+    if isinstance(param, TyperArgument):
+        name = f"`{param.metavar or param.name.upper()}`"
+    else:
+        metavar = "" if param.is_flag else f" {param.metavar or param.name.upper()}"
+        name = f"`{', '.join(param.opts)}{metavar}`"
+    default = param.default
+    shown = "" if default in (None, False, [], ()) or param.required else f"`{default}`"
+    return name, (param.help or "").replace("|", "\\|"), shown
+
+
+# --- the spec -------------------------------------------------------------------------------------
+
+
+def _spec() -> Iterator[str]:
+    schema = LayerAdaptation.model_json_schema(by_alias=True)
+    defaults = LayerAdaptationSpec().model_dump(mode="json", by_alias=True)
+    yield "## The spec"
+    yield ""
+    yield "One document is both the CLI's input file and the Kubernetes custom resource: `apiVersion:"
+    yield f"{API_VERSION}`, `kind: {KIND}`, `metadata` (name, namespace) and `spec`. The CLI also"
+    yield "accepts the `spec` mapping alone. Keys are camelCase; unknown keys are refused with the"
+    yield "closest known one. `examples/demo.yaml` is a complete example."
+    yield ""
+    spec_schema = schema["$defs"]["LayerAdaptationSpec"]
+    for section, prop in spec_schema["properties"].items():
+        target = _resolve(schema, prop.get("items", prop))
+        yield f"### `spec.{section}`{' (a list)' if prop.get('type') == 'array' else ''}"
+        yield ""
+        yield prop.get("description", "")
+        yield ""
+        rows = []
+        for key, field in target.get("properties", {}).items():
+            section_default = defaults[section]
+            if key in target.get("required", []):
+                default = "required"
+            elif isinstance(section_default, dict):
+                default = _default(section_default.get(key), present=True)
+            else:  # a list section: its entries' own defaults
+                default = _default(field.get("default"), present="default" in field)
+            rows.append((f"`{key}`", _type(schema, field), default, field.get("description", "")))
+        yield from _table(("key", "type", "default", "meaning"), rows)
+        yield ""
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    ref = node.get("$ref")
+    return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else node
+
+
+def _type(schema: dict[str, Any], field: dict[str, Any]) -> str:
+    if "anyOf" in field:
+        return " or ".join(_type(schema, option) for option in field["anyOf"])
+    node = _resolve(schema, field)
+    if "enum" in node:
+        return " \\| ".join(f"`{value}`" for value in node["enum"])
+    if "const" in node:
+        return f"`{node['const']}`"
+    kind = str(node.get("type", "any"))
+    if kind == "array":
+        kind = f"list of {_type(schema, node.get('items', {}))}"
+    bounds = [
+        f"{symbol} {node[key]}"
+        for key, symbol in (
+            ("minimum", "≥"),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "≤"),
+            ("exclusiveMaximum", "<"),
+        )
+        if key in node
+    ]
+    return f"{kind} ({', '.join(bounds)})" if bounds else kind
+
+
+def _default(value: Any, *, present: bool) -> str:
+    if not present:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+# --- files and MLflow -----------------------------------------------------------------------------
+
+
+def _files() -> Iterator[str]:
+    yield "## Files"
+    yield ""
+    yield f"A probe directory (`probe --out`) holds `{REPORT_JSON}`, its chart `{REPORT_PNG}`, one result"
+    yield "per exact unit under `partials/` and, while units run, their training runs under `runs/`."
+    yield f"A training directory (`train --out`) holds `{PATCH_TENSORS}` (only the trained layers'"
+    yield f"tensors, under their full parameter names), `{PATCH_META}`, `{DELTAS}` (relative weight change"
+    yield f"‖ΔW‖/‖W‖ per layer and per tensor), `{RUN_FILE}` and resumable `{CHECKPOINTS}/`. `adapt` writes"
+    yield f"both into its work directory, plus `{RESULT_JSON}`."
+    yield ""
+    for title, fields in (
+        (f"`{REPORT_JSON}`", REPORT_FIELDS),
+        (f"`{REPORT_JSON}`: an entry of `layers`", LAYER_FIELDS),
+        (f"`{PATCH_META}`", PATCH_META_FIELDS),
+        (f"`{RUN_FILE}`", RUN_FILE_FIELDS),
+        (f"`{RESULT_JSON}`", RESULT_FIELDS),
+    ):
+        yield f"### {title}"
+        yield ""
+        yield from _table(("field", "meaning"), ((f"`{k}`", v) for k, v in fields.items()))
+        yield ""
+
+
+def _mlflow() -> Iterator[str]:
+    yield "## MLflow"
+    yield ""
+    yield "`adapt` logs one parent run with child runs `probe` (and, in exact mode, one child per probe"
+    yield "unit), `train` and `eval`; `probe` and `train` alone log one run each. The result is a"
+    yield f"registered model version (flavor `layer_patch`) with alias `{review.CANDIDATE}`; `registry"
+    yield f"promote` moves `{review.CHAMPION}` only to a version whose eval score beats the holder's."
+    yield ""
+    yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in records.METRICS.items()))
+    yield ""
+    tags = {
+        review.MODEL: "the base model's URI (runs)",
+        review.SPEC_HASH: "hash of the spec (runs, versions)",
+        review.STRATEGY: "the selection rule (runs, versions)",
+        "layerpilot.selected_layers": "the selected layers (adapt and probe runs)",
+        review.LAYERS: "the trained layers (versions)",
+        review.EVAL_SCORE: "eval score after training: what the promotion gate compares (versions)",
+        review.EVAL_BEFORE: "eval score of the base model (versions)",
+        review.BASE_MODEL: "the base model (versions)",
+        review.BASE_FINGERPRINT: "the base weights' fingerprint (versions)",
+        review.TRAINING_STEPS: "optimizer steps (versions)",
+    }
+    yield from _table(("tag", "meaning"), ((f"`{k}`", v) for k, v in tags.items()))
+    yield ""
+
+
+def _table(header: tuple[str, ...], rows: Any) -> Iterator[str]:
+    yield "| " + " | ".join(header) + " |"
+    yield "|" + "---|" * len(header)
+    for row in rows:
+        yield "| " + " | ".join(str(cell).replace("\n", " ") for cell in row) + " |"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
