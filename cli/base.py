@@ -24,6 +24,7 @@ from typer._click.exceptions import ClickException  # typer vendors click (>= 0.
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from cli.console import err, print_json_error
+from service.errors import first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,7 +102,7 @@ class DefaultCommandGroup(Group):
         others = Table.grid(padding=(0, 2))
         for name, command in self.commands.items():
             if name != self.default_command:
-                others.add_row(f"[bold cyan]{name}[/]", (command.help or "").strip().splitlines()[0])
+                others.add_row(f"[bold cyan]{name}[/]", first_line(command.help or ""))
         Console().print(Panel(others, title="Subcommands", title_align="left", border_style="dim"))
 
 

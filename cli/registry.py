@@ -12,6 +12,7 @@ from cli.base import App
 from cli.console import emit, err, guarded, out, say, score
 from cli.options import JsonOpt
 from cli.tables import plain_table
+from service.errors import first_line
 from service.tracking.uris import check_tracking_uri, local_store_uri
 
 app = App(
@@ -87,7 +88,7 @@ def show(
                 out.print(f"  {key} = {value}", highlight=False, markup=False, soft_wrap=True)
             return
         if data["description"]:
-            say(f"{name}: {data['description'].splitlines()[0]}")
+            say(f"{name}: {first_line(data['description'])}")
         table = plain_table("version", "eval score", "layers", "aliases", "created (UTC)", "run")
         for item in data["versions"]:
             table.add_row(

@@ -54,7 +54,7 @@ def _quiet_already_imported() -> None:
     if "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.disable_progress_bars()
     if "transformers" in sys.modules:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # imported already: costs nothing
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()

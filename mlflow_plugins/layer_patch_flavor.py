@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import mlflow
+import yaml
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
@@ -131,8 +132,6 @@ def save_model(
 def _write_environment(
     target: Path, pip_requirements: list[str] | None, extra_pip_requirements: list[str] | None
 ) -> None:
-    import yaml
-
     defaults = None if pip_requirements is not None else get_default_pip_requirements()
     conda_env, reqs, _ = _process_pip_requirements(defaults, pip_requirements, extra_pip_requirements)
     (target / _CONDA_ENV_FILE_NAME).write_text(yaml.safe_dump(conda_env, default_flow_style=False))

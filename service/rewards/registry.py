@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import SpecError, first_line
 from service.rewards.answers import Format, MathEquivalence, exact_answer
 from service.rewards.base import ParamError, RewardFunc
 from service.rewards.code import CodeTests
@@ -37,7 +37,7 @@ def available_rewards() -> dict[str, str]:
     >>> sorted(available_rewards())
     ['code_tests', 'exact_answer', 'format', 'math_equivalence']
     """
-    return {name: (inspect.getdoc(kind) or name).splitlines()[0] for name, kind in REGISTRY.items()}
+    return {name: first_line(inspect.getdoc(kind) or name) for name, kind in REGISTRY.items()}
 
 
 def _matches_type(value: Any, hint: Any) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 # MLflow writes "🏃 View run … at: URL" to stdout whenever a run on a server ends (one extra request
 # each). Stdout carries the caller's results (`--json`), and layerpilot says where runs are itself.
@@ -31,8 +32,6 @@ def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
     i.e. the process-wide URI, not the client's own (a TODO in its sqlalchemy_store); without this a
     local-store registration looks in `./mlflow.db` and fails.
     """
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     # Restore exactly what was set explicitly (usually nothing): restoring the *resolved* URI would
     # pin it and hide a later change of MLFLOW_TRACKING_URI.
     previous = tracking_utils._tracking_uri

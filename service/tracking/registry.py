@@ -21,7 +21,7 @@ from mlflow.entities import LoggedModelOutput
 from mlflow.models import Model
 from mlflow.tracking.context.registry import resolve_tags
 
-from service.errors import LayerpilotError, SpecError
+from service.errors import LayerpilotError, SpecError, first_line
 from service.patch import LayerDeltas, read_patch
 from service.tracking import review
 from service.tracking.client import client_for, error_code, global_tracking_uri
@@ -197,7 +197,7 @@ class Registry:
                     "name": model.name,
                     "latestVersion": str(latest) if latest is not None else None,
                     "aliases": dict(model.aliases or {}),
-                    "description": _first_line(model.description),
+                    "description": first_line(model.description or ""),
                 }
             )
         return out
@@ -350,11 +350,6 @@ def log_patch_model(
     client.finalize_logged_model(logged.model_id, "READY")
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
     return f"models:/{logged.model_id}"
-
-
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _bind(func: Callable[..., Any], *args: Any) -> Callable[[], Any]:
