@@ -24,7 +24,7 @@ from cli.progress import progress_display
 from cli.tables import layer_table, probe_heading
 from service.probe.report import read_report
 from service.spec.models import ProbeMode
-from service.tracking.uris import ui_command
+from service.tracking.uris import experiment_url, ui_command
 
 app = App()
 
@@ -109,6 +109,7 @@ def render(summary: dict[str, Any]) -> None:
     tracking = summary["mlflow"]
     registered = tracking.get("registeredModel")
     store = tracking["trackingUri"]
+    ui = ui_command(store) if store else None
     if registered:
         say(
             f"registered {registered['name']} version {registered['version']} "
@@ -117,12 +118,14 @@ def render(summary: dict[str, Any]) -> None:
         command(
             f"layerpilot registry show {registered['name']} {registered['version']} --tracking-uri {store}"
         )
-    ui = ui_command(store) if store else None
-    if ui:
-        say("open the runs in MLflow with (then http://127.0.0.1:5000):")
+    page = registered.get("url") if registered else experiment_url(store, tracking.get("experimentId"))
+    if ui and page:
+        say("or in MLflow: start its UI with")
         command(ui)
-    elif tracking.get("whereToLook"):
-        out.print(tracking["whereToLook"], soft_wrap=True, markup=False)  # a URL: never wrapped
+        say("and open")
+        command(page)
+    elif page:
+        field("MLflow:", page)
 
 
 def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool) -> None:

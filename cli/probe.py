@@ -113,7 +113,7 @@ def run(
                 write=tracked_run is None,
             )
         if tracked_run is not None:
-            records.log_probe(tracked_run, report, out_dir)
+            records.log_probe(tracked_run, report, out_dir, spec)
     print_report(report, out_dir, as_json)
 
 

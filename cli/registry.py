@@ -89,7 +89,8 @@ def show(
             return
         if data["description"]:
             say(f"{name}: {first_line(data['description'])}")
-        table = plain_table("version", "eval score", "layers", "aliases", "created (UTC)", "run")
+        columns = ("version", "eval score", "layers", "aliases", "created (UTC)", "run")
+        table = plain_table(*columns, right=("version", "eval score", "created (UTC)", "run"))
         for item in data["versions"]:
             table.add_row(
                 item["version"],
@@ -97,7 +98,7 @@ def show(
                 item["layers"] or "–",
                 ", ".join(item["aliases"]),
                 item["createdAt"][:16].replace("T", " "),
-                item["runId"] or "–",
+                (item["runId"] or "–")[:8],  # like a short commit hash; --json has the whole id
             )
         out.print(table)
 

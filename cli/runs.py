@@ -9,7 +9,7 @@ from typing import Any
 
 from cli.console import command, err, warn
 from service.spec.models import LayerAdaptationSpec
-from service.tracking.uris import run_url, ui_command
+from service.tracking.uris import experiment_url, run_url, ui_command
 
 
 @contextmanager
@@ -41,7 +41,9 @@ def where_to_look(
     if url:
         err.print(f"MLflow run: {url}", soft_wrap=True, markup=False)
     else:
-        err.print("MLflow: open it with (then http://127.0.0.1:5000)", markup=False)
+        err.print("MLflow: start its UI with", markup=False)
         command(ui_command(tracking_uri) or tracking_uri, err)
+        err.print("and open", markup=False)
+        command(experiment_url(tracking_uri, experiment_id) or "http://127.0.0.1:5000", err)
     if not_logged:
         warn(not_logged)

@@ -50,8 +50,8 @@ RESULT_FIELDS: dict[str, str] = {
     "probeDir": "the probe directory",
     "patchDir": "the layer patch directory",
     "seconds": "wall time of the whole job",
-    "mlflow": "`trackingUri`, `runIds` (adapt, probe, train, eval), `registeredModel`, `whereToLook`, "
-    "`notLogged`",
+    "mlflow": "`trackingUri`, `experimentId`, `runIds` (adapt, probe, train, eval), `registeredModel` "
+    "(name, version, alias, url, …), `whereToLook`, `notLogged`",
 }
 """Every field of `adapt_result.json` (the reference is generated from this)."""
 
@@ -68,6 +68,7 @@ class AdaptResult:
     run_ids: dict[str, str] = field(default_factory=dict)
     registered: dict[str, Any] | None = None
     tracking_uri: str | None = None
+    experiment_id: str | None = None
     where_to_look: str | None = None
     not_logged: str | None = None
 
@@ -94,6 +95,7 @@ class AdaptResult:
             "seconds": round(self.seconds, 1),
             "mlflow": {
                 "trackingUri": self.tracking_uri,
+                "experimentId": self.experiment_id,
                 "runIds": self.run_ids,
                 "registeredModel": self.registered,
                 "whereToLook": self.where_to_look,
@@ -129,7 +131,7 @@ def adapt(
             report = run_probe(
                 spec, probe_dir, mode=chosen_mode, parallel=parallel, progress=progress, write=False
             )
-            records.log_probe(probe_run, report, probe_dir)
+            records.log_probe(probe_run, report, probe_dir, spec)
         run_ids["probe"] = probe_run.run_id or ""
         layers = report.selected
         parent.set_tags({"layerpilot.selected_layers": ",".join(map(str, layers))})
@@ -178,6 +180,7 @@ def adapt(
             progress.note(f"registering the patch as a version of {spec.mlflow.registered_model}")
             result.registered = _register(tracker, parent, spec, result)
     result.seconds = time.perf_counter() - started
+    result.experiment_id = parent.experiment_id
     result.where_to_look = where_to_look(tracker.tracking_uri, parent.experiment_id, parent.run_id)
     result.not_logged = tracker.summary()
     write_json(workdir / RESULT_JSON, result.to_json())

@@ -53,6 +53,7 @@ METRICS: dict[str, str] = {
 """Every metric name layerpilot logs, with what it means (the reference lists them)."""
 
 _CONSTANT_ZERO = ("clip_ratio/",)  # PPO-style clipping never triggers when each batch is used once
+_BOOKKEEPING = ("epoch", "num_tokens")  # the trainer's counters, not learning signals
 
 
 def log_spec(run: TrackedRun, spec: LayerAdaptationSpec) -> None:
@@ -68,29 +69,42 @@ def log_spec(run: TrackedRun, spec: LayerAdaptationSpec) -> None:
 
 
 def step_logger(run: TrackedRun, spec: LayerAdaptationSpec) -> StepHook:
-    """A training step hook that logs TRL's metrics as `train/*` at their global step.
-
-    Clip ratios are left out when every batch is used for a single update (TRL's defaults): the
-    policy ratio is then exactly 1, so they are always 0 and would only bury the curves that move.
-    """
-    extra = spec.algorithm.extra
-    on_policy = int(extra.get("num_iterations", 1)) == 1 and "steps_per_generation" not in extra
+    """A training step hook that logs TRL's metrics as `train/*` at their global step."""
 
     def hook(step: int, max_steps: int, logs: dict[str, float]) -> None:
-        kept = {k: v for k, v in logs.items() if not (on_policy and k.startswith(_CONSTANT_ZERO))}
-        run.log_metrics(_prefixed("train/", kept), step=step)
+        run.log_metrics(trl_metrics(spec, logs), step=step)
 
     return hook
 
 
-def log_probe(run: TrackedRun, report: ProbeReport, probe_dir: Path) -> None:
+def trl_metrics(spec: LayerAdaptationSpec, logs: Mapping[str, Any]) -> dict[str, Any]:
+    """TRL's metrics as `train/*`, without the ones that only bury the curves that move.
+
+    Clip ratios are left out when every batch is used for a single update (TRL's defaults): the
+    policy ratio is then exactly 1, so they are always 0. The trainer's counters (epoch, tokens
+    seen) are left out too.
+
+    >>> trl_metrics(LayerAdaptationSpec(), {"reward": 0.5, "clip_ratio/low_mean": 0.0, "epoch": 0.1})
+    {'train/reward': 0.5}
+    """
+    extra = spec.algorithm.extra
+    on_policy = int(extra.get("num_iterations", 1)) == 1 and "steps_per_generation" not in extra
+    kept = {
+        key: value
+        for key, value in logs.items()
+        if key not in _BOOKKEEPING and not (on_policy and key.startswith(_CONSTANT_ZERO))
+    }
+    return _prefixed("train/", kept)
+
+
+def log_probe(run: TrackedRun, report: ProbeReport, probe_dir: Path, spec: LayerAdaptationSpec) -> None:
     """Per-layer curves, a summary, the report and chart, and (exact mode) one child run per unit.
 
     Writes the report (with this run's id) into `probe_dir` before logging it.
     """
     if report.mode == ProbeMode.exact.value:
         for path in sorted((probe_dir / PARTIALS).glob("*.json")):
-            _log_unit(run, path)
+            _log_unit(run, path, spec)
         report.extra["unitRunsLogged"] = True
     report.mlflow_run_id = run.run_id
     report.write(probe_dir)
@@ -138,12 +152,12 @@ def probe_summary(report: ProbeReport) -> dict[str, float]:
     return {k: float(v) for k, v in summary.items() if v is not None}
 
 
-def _log_unit(run: TrackedRun, path: Path) -> None:
+def _log_unit(run: TrackedRun, path: Path, spec: LayerAdaptationSpec) -> None:
     unit = json.loads(path.read_text())
     with run.child(f"probe {path.stem}", tags={"layerpilot.probe_unit": str(unit["unit"])}) as child:
         child.log_params({"unit": unit["unit"], "steps": unit["steps"]})
         child.log_metrics({"probe/score": unit["score"], "probe/seconds": unit["seconds"]})
-        child.log_metrics(_prefixed("train/", unit.get("trainMetrics") or {}))
+        child.log_metrics(trl_metrics(spec, unit.get("trainMetrics") or {}))
         child.log_layer_metrics(
             {int(i): {"by_layer/delta_relative": v} for i, v in (unit.get("deltas") or {}).items()}
         )

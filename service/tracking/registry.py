@@ -26,7 +26,7 @@ from service.patch import LayerDeltas, read_patch
 from service.tracking import review
 from service.tracking.client import client_for, error_code, global_tracking_uri
 from service.tracking.retries import RetryPolicy, is_transient, short_error, with_retries
-from service.tracking.uris import local_db_path, run_url
+from service.tracking.uris import local_db_path, run_url, version_url
 
 T = TypeVar("T")
 
@@ -165,6 +165,7 @@ class Registry:
             "alias": alias,
             "modelUri": f"models:/{name}/{version}",
             "loggedModelUri": model_uri,
+            "url": version_url(self.tracking_uri, name, str(version)),
             "tags": tags,
         }
 

@@ -52,11 +52,43 @@ def ui_command(tracking_uri: str, port: int = 5000) -> str | None:
     return shlex.join(["mlflow", "ui", "--backend-store-uri", tracking_uri, "--port", str(port)])
 
 
+LOCAL_UI = "http://127.0.0.1:5000"
+# The MLflow 3 UI opens in its GenAI mode unless told otherwise; this is model training.
+_TRAINING_VIEW = "?workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str) -> str | None:
+    """Where the UI of a store is: the server itself, or `mlflow ui` on a local store's default port."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return LOCAL_UI if ui_command(tracking_uri) else None
+
+
 def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
-    """The UI page of a run on a tracking server; None for local stores."""
+    """The UI page of a run on a tracking server; None for local stores.
+
+    >>> run_url("http://mlflow:5000/", "3", "abc")
+    'http://mlflow:5000/#/experiments/3/runs/abc?workflowType=machine_learning'
+    """
     if not tracking_uri.startswith(("http://", "https://")) or not run_id or not experiment_id:
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{_TRAINING_VIEW}"
+
+
+def experiment_url(tracking_uri: str, experiment_id: str | None) -> str | None:
+    """The UI page listing an experiment's runs (on a server, or `mlflow ui` of a local store)."""
+    base = ui_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs{_TRAINING_VIEW}" if base and experiment_id else None
+
+
+def version_url(tracking_uri: str, name: str, version: str) -> str | None:
+    """The UI page of a registered version, where a reviewer reads its review and promotes it.
+
+    >>> version_url("sqlite:////w/mlflow.db", "demo-arith", "1")
+    'http://127.0.0.1:5000/#/models/demo-arith/versions/1?workflowType=machine_learning'
+    """
+    base = ui_base(tracking_uri)
+    return f"{base}/#/models/{name}/versions/{version}{_TRAINING_VIEW}" if base else None
 
 
 def where_to_look(tracking_uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
@@ -66,7 +98,7 @@ def where_to_look(tracking_uri: str, experiment_id: str | None = None, run_id: s
         return f"MLflow run: {url}"
     command = ui_command(tracking_uri)
     if command:
-        return f"MLflow: {command}  (then open http://127.0.0.1:5000)"
+        return f"MLflow: {command}  (then open {experiment_url(tracking_uri, experiment_id) or LOCAL_UI})"
     return f"MLflow: {tracking_uri}"
 
 

@@ -73,7 +73,7 @@ def test_run_tree_with_params_layer_metrics_tags_and_artifacts(
         for layer, score in scores.items():
             with run.child(f"probe-layer-{layer}", tags={"layerpilot.layer": layer}) as child:
                 child.log_metrics({"probe/score": score}, step=0)
-        records.log_probe(run, report, tmp_path / "probe")
+        records.log_probe(run, report, tmp_path / "probe", spec)
         run.log_layer_metrics({1: {"by_layer/delta_relative": 0.012}})
         run.set_tags({"layerpilot.layers": "1"})
         run.log_artifact(tmp_path / "report.json")
