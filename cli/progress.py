@@ -45,9 +45,7 @@ class TerminalProgress:
         bar = Progress(
             TextColumn("{task.description:<5}"),
             BarColumn(bar_width=20),
-            TextColumn(
-                "{task.completed}/{task.total} {task.fields[unit]}" if total else "{task.fields[unit]}"
-            ),
+            TextColumn("{task.completed}/{task.total} {task.fields[unit]}" if total else ""),
             TimeElapsedColumn(),
             TextColumn(
                 "{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)
@@ -105,9 +103,9 @@ class LogProgress:
             return
         self.last_line[phase] = now
         total = self.totals.get(phase)
-        count = f"{done}/{total} {UNITS[phase]}" if total else f"{done} {UNITS[phase]}"
+        count = f"{done}/{total} {UNITS[phase]} · " if total else ""
         elapsed = _clock(now - self.started.get(phase, now))
-        self._line(f"{phase}: {count} · {elapsed}" + (f" · {info}" if info else ""))
+        self._line(f"{phase}: {count}{elapsed}" + (f" · {info}" if info else ""))
 
     def note(self, message: str) -> None:
         self._line(message)

@@ -11,6 +11,8 @@ from deciding the ranking. Both variants are reported; `score` is the Adam one.
 Marchenko-Pastur noise edge (sigma from the spectrum's inter-quartile range), divided by the top
 singular value, as in the Spectrum paper (Hartford et al., 2024); each matrix type is normalised by
 its maximum over layers and a layer's score is the mean over its matrices.
+
+`run_proxy` turns either into a `ProbeReport` with ranks and the selection (contributions stay null).
 """
 
 from __future__ import annotations
@@ -194,8 +196,8 @@ def _matrix_snrs(model: torch.nn.Module, stack: LayerStack, chosen: list[int]) -
 def run_proxy(spec: LayerAdaptationSpec, mode: str, *, progress: Progress = SILENT) -> ProbeReport:
     """A fast-mode report: proxy scores, ranks and the selection; contribution stays null."""
     candidates = candidate_layers(spec, len(inspect_stack(spec.model)))
-    progress.start("probe", 1)
-    progress.update("probe", 0, f"{mode}: {len(candidates)} layers")
+    progress.start("probe")
+    progress.update("probe", 0, f"{mode} scores of {len(candidates)} layers")
     result = gradient_scores(spec, candidates) if mode == "gradient" else spectrum_scores(spec, candidates)
     ranks = rank_layers(result.scores, result.num_layers)
     extra: dict[str, Any] = {"candidates": candidates}
