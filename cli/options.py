@@ -88,10 +88,12 @@ def announce_defaults(
     """Without a SPEC file, say (once work starts) which defaults stand in for unnamed data."""
     if spec_path is not None:
         return
-    stood_in = []
+    stood_in, options = [], []
     if dataset is None:
         stood_in.append(f"dataset {DatasetSpec().uri}")
+        options.append("--dataset")
     if not rewards:
         stood_in.append(f"reward {', '.join(r.name for r in spec.rewards)}")
+        options.append("--reward")
     if stood_in:
-        note(f"no SPEC: using the default {' and '.join(stood_in)}; name yours with --dataset/--reward")
+        note(f"no SPEC: using the default {' and '.join(stood_in)}; name yours with {'/'.join(options)}")
