@@ -21,10 +21,11 @@ from cli.options import (
     resolve_spec,
 )
 from cli.progress import progress_display
+from cli.runs import show_in_mlflow
 from cli.tables import layer_table, probe_heading
 from service.probe.report import read_report
 from service.spec.models import ProbeMode
-from service.tracking.uris import experiment_url, ui_command
+from service.tracking.uris import experiment_url
 
 app = App()
 
@@ -109,7 +110,6 @@ def render(summary: dict[str, Any]) -> None:
     tracking = summary["mlflow"]
     registered = tracking.get("registeredModel")
     store = tracking["trackingUri"]
-    ui = ui_command(store) if store else None
     if registered:
         say(
             f"registered {registered['name']} version {registered['version']} "
@@ -119,13 +119,8 @@ def render(summary: dict[str, Any]) -> None:
             f"layerpilot registry show {registered['name']} {registered['version']} --tracking-uri {store}"
         )
     page = registered.get("url") if registered else experiment_url(store, tracking.get("experimentId"))
-    if ui and page:
-        say("or in MLflow: start its UI with")
-        command(ui)
-        say("and open")
-        command(page)
-    elif page:
-        field("MLflow:", page)
+    if store and page:
+        show_in_mlflow(store, page, "or in MLflow:", out)
 
 
 def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool) -> None:

@@ -7,9 +7,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cli.console import command, err, warn
+from rich.console import Console
+
+from cli.console import command, err, field, warn
 from service.spec.models import LayerAdaptationSpec
-from service.tracking.uris import experiment_url, run_url, ui_command
+from service.tracking.uris import LOCAL_UI, experiment_url, run_url, ui_command
 
 
 @contextmanager
@@ -41,9 +43,19 @@ def where_to_look(
     if url:
         err.print(f"MLflow run: {url}", soft_wrap=True, markup=False)
     else:
-        err.print("MLflow: start its UI with", markup=False)
-        command(ui_command(tracking_uri) or tracking_uri, err)
-        err.print("and open", markup=False)
-        command(experiment_url(tracking_uri, experiment_id) or "http://127.0.0.1:5000", err)
+        fallback = LOCAL_UI if ui_command(tracking_uri) else tracking_uri  # a run never created
+        show_in_mlflow(tracking_uri, experiment_url(tracking_uri, experiment_id) or fallback, "MLflow:", err)
     if not_logged:
         warn(not_logged)
+
+
+def show_in_mlflow(tracking_uri: str, page: str, lead: str, console: Console) -> None:
+    """Where `page` is: after `mlflow ui` for a local store (both printed whole), else the URL itself."""
+    ui = ui_command(tracking_uri)
+    if ui:
+        console.print(f"{lead} start its UI with", markup=False)
+        command(ui, console)
+        console.print("and open", markup=False)
+        command(page, console)
+    else:
+        field("MLflow:", page, console)

@@ -56,7 +56,7 @@ def train(
 ) -> None:
     """RL post-training of only the chosen layers; writes the layer patch to --out."""
     # Deferred: these load torch, transformers and TRL (seconds); --help and bad input stay instant.
-    from service.patch import PATCH_FILES, PATCH_TENSORS
+    from service.patch import PATCH_TENSORS
     from service.probe.selection import layers_for_training
     from service.tracking import records
     from service.training.trainer import train as run_training
@@ -78,7 +78,7 @@ def train(
             on_step=[records.step_logger(run, spec)] if run else [],
         )
         if run:
-            records.log_training(run, result, PATCH_FILES)
+            records.log_training(run, result)
     data = result.to_json()
 
     def render() -> None:

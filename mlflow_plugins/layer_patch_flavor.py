@@ -178,9 +178,10 @@ def load_model(model_uri: str, dst_path: str | None = None) -> LayerPatch:
 def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> LayerPatchPyfunc:
     """Called by `mlflow.pyfunc.load_model` with `path` = the model's `patch` directory."""
     config = dict(model_config or {})
-    base = read_patch(Path(path)).meta.get("base", {})
+    patch = read_patch(Path(path))
+    base = patch.meta.get("base", {})
     spec = ModelSpec(uri=config.get("base_uri") or base.get("uri"), revision=base.get("revision"))
-    model, tokenizer = load_patched_model(spec, Path(path))
+    model, tokenizer = load_patched_model(spec, patch)
     return LayerPatchPyfunc(model, tokenizer, int(config.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS))
 
 

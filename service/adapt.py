@@ -18,7 +18,6 @@ from typing import Any
 from service.errors import LayerpilotError
 from service.evaluation import evaluate
 from service.files import write_json
-from service.patch import PATCH_FILES
 from service.probe.report import ProbeReport
 from service.probe.run import run_probe
 from service.progress import SILENT, Progress
@@ -148,7 +147,7 @@ def adapt(
                 progress=progress,
                 on_step=[records.step_logger(train_run, spec)],
             )
-            records.log_training(train_run, training, PATCH_FILES)
+            records.log_training(train_run, training)
         run_ids["train"] = train_run.run_id or ""
 
         with parent.child("eval", tags={"layerpilot.stage": "eval"}) as eval_run:

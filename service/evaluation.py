@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from service.data import Row, load_rows
-from service.patch import load_patched_model
+from service.patch import load_patched_model, read_patch
 from service.progress import SILENT, Progress
 from service.rewards.base import RewardFunc
 from service.rewards.registry import build_rewards
@@ -124,7 +124,7 @@ def evaluate(
     spec: LayerAdaptationSpec, patch_dir: Path | None = None, *, progress: Progress = SILENT
 ) -> EvalResult:
     """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows."""
-    model, tokenizer = load_patched_model(spec.model, patch_dir)
+    model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
     _, eval_rows = load_rows(spec.dataset)
     funcs, weights = build_rewards(spec.rewards)
     return evaluate_model(

@@ -236,12 +236,15 @@ def check_base(patch: LayerPatch, base_dir: Path) -> None:
         )
 
 
-def load_patched_model(model: ModelSpec, patch_dir: Path | None) -> tuple[Any, Any]:
-    """Model and tokenizer of `model`, with the patch in `patch_dir` applied when one is given."""
-    loaded, tokenizer = load_model_and_tokenizer(model)
-    if patch_dir is not None:
-        patch = read_patch(patch_dir)
+def load_patched_model(model: ModelSpec, patch: LayerPatch | None) -> tuple[Any, Any]:
+    """Model and tokenizer of `model`, with `patch` applied when one is given.
+
+    The base is checked against the patch's fingerprint before any weights are loaded.
+    """
+    if patch is not None:
         check_base(patch, resolve_model_dir(model.uri, model.revision))
+    loaded, tokenizer = load_model_and_tokenizer(model)
+    if patch is not None:
         apply_to_model(loaded, patch)
     return loaded, tokenizer
 

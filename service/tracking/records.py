@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.patch import PATCH_FILES
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
 from service.probe.units import PARTIALS
 from service.progress import StepHook
@@ -163,13 +164,13 @@ def _log_unit(run: TrackedRun, path: Path, spec: LayerAdaptationSpec) -> None:
         )
 
 
-def log_training(run: TrackedRun, training: TrainResult, patch_files: tuple[str, ...]) -> None:
+def log_training(run: TrackedRun, training: TrainResult) -> None:
     """Weight change per layer (step = layer index), totals, and the patch files as artifacts."""
     run.log_layer_metrics(
         {index: {"by_layer/delta_relative": value} for index, value in training.deltas.relative.items()}
     )
     run.log_metrics(training_summary(training))
-    for name in patch_files:
+    for name in PATCH_FILES:
         if (training.out_dir / name).is_file():
             run.log_artifact(training.out_dir / name, "layer_patch")
 
