@@ -49,6 +49,15 @@ format: venv
 reference: venv  ## regenerate docs/reference.md (commands, spec, files, metrics) from the code
 	$(BIN)/python -m cli.reference > docs/reference.md
 
+manifests: venv  ## regenerate k8s/manifests/*.yaml (CRD, RBAC, operator, example) from the code
+	$(BIN)/python -m k8s.manifests
+
+image:  ## build the container image the operator and its Jobs run (needs docker; CUDA: see Dockerfile)
+	docker build -t ghcr.io/layerpilot/layerpilot:$$($(BIN)/python -c 'import service; print(service.__version__)') .
+
+bench: venv  ## run the benchmarks (one at a time; results go in benchmarks/RESULTS.md by hand)
+	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+
 demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
 	$(BIN)/python tools/build_demo_model.py
 
@@ -56,4 +65,4 @@ clean:
 	rm -rf layerpilot-demo layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \
 		mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv test test-fast demo lint format reference demo-model clean
+.PHONY: help venv test test-fast demo lint format reference manifests image bench demo-model clean

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.base import App
-from cli.console import command, emit, err, field, guarded, out, say, warn
+from cli.console import emit, err, field, guarded, out, say, warn
 from cli.options import (
     DatasetOpt,
     JsonOpt,
@@ -21,11 +21,10 @@ from cli.options import (
     resolve_spec,
 )
 from cli.progress import progress_display
-from cli.runs import show_in_mlflow
+from cli.runs import show_registered
 from cli.tables import layer_table, probe_heading
 from service.probe.report import read_report
 from service.spec.models import ProbeMode
-from service.tracking.uris import experiment_url
 
 app = App()
 
@@ -108,19 +107,7 @@ def render(summary: dict[str, Any]) -> None:
     if summary.get("appliedDir"):
         field("full model:", summary["appliedDir"])
     tracking = summary["mlflow"]
-    registered = tracking.get("registeredModel")
-    store = tracking["trackingUri"]
-    if registered:
-        say(
-            f"registered {registered['name']} version {registered['version']} "
-            f"(alias {registered.get('alias', 'candidate')}); review it with:"
-        )
-        command(
-            f"layerpilot registry show {registered['name']} {registered['version']} --tracking-uri {store}"
-        )
-    page = registered.get("url") if registered else experiment_url(store, tracking.get("experimentId"))
-    if store and page:
-        show_in_mlflow(store, page, "or in MLflow:", out)
+    show_registered(tracking.get("registeredModel"), tracking["trackingUri"], tracking.get("experimentId"))
 
 
 def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool) -> None:

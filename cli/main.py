@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import adapt, evaluate, patch, plan, probe, registry, rewards, train
+from cli import adapt, evaluate, k8s, patch, plan, probe, register, registry, rewards, train
 from cli.base import App
 from cli.verbosity import quiet_libraries, verbose_from_env
 
@@ -23,6 +23,9 @@ app = App(
     no_args_is_help=True,
 )
 for group in (adapt.app, probe.app, train.app, evaluate.app, patch.app, plan.app, registry.app, rewards.app):
+    app.add_typer(group)
+app.add_typer(register.app)  # the last stage of adapt on its own
+for group in (k8s.app, k8s.operator_app):
     app.add_typer(group)
 
 

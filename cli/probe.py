@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,10 +25,10 @@ from cli.options import (
 from cli.progress import progress_display
 from cli.runs import tracked
 from cli.tables import layer_table, plain_table, probe_heading
-from service.errors import SpecError
+from service.errors import LayerpilotError, SpecError
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
 from service.spec.loading import load_spec
-from service.spec.models import ProbeMode, SelectionSpec
+from service.spec.models import LayerAdaptationSpec, ProbeMode, SelectionSpec
 
 app = App(
     name="probe",
@@ -131,6 +132,42 @@ def print_report(report: ProbeReport, out_dir: Path, as_json: bool) -> None:
     emit(report.to_json(), as_json, render)
 
 
+@app.command("plan")
+@guarded
+def plan(
+    spec_path: SpecArg = None,
+    out_dir: OutOpt = Path("layerpilot-probe"),
+    model: ModelOpt = None,
+    no_mlflow: NoMlflowOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List an exact probe's units (base, full, each candidate layer): the Indexed Job's completions."""
+    from service.models.stack import inspect_stack  # deferred: loads torch and transformers
+    from service.probe.run import check_probe_dir
+    from service.probe.units import candidate_layers, unit_label, units_for
+    from service.tracking.review import PROBE_UNITS
+
+    spec = resolve_spec(spec_path, model, None, None)
+    stack = inspect_stack(spec.model)
+    units = units_for(candidate_layers(spec, len(stack)))
+    check_probe_dir(out_dir, spec)
+    labels = [unit_label(unit) for unit in units]
+    result = {"model": spec.model.uri, "numLayers": len(stack), "units": len(units), "labels": labels}
+    with tracked(spec, f"probe plan {spec.model.uri}", enabled=not no_mlflow) as run:
+        if run is not None and not run.set_tags({PROBE_UNITS: str(len(units))}):
+            # The operator sizes its Indexed Job from this tag: a plan it cannot read is no plan.
+            raise LayerpilotError(
+                f"could not record the plan in MLflow run {run.run_id}; see the warning above"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "probe_plan.json").write_text(json.dumps(result, indent=2) + "\n")
+    emit(
+        result,
+        as_json,
+        lambda: say(f"{len(units)} units for {spec.model.uri} ({len(stack)} layers): {', '.join(labels)}"),
+    )
+
+
 @app.command("merge")
 @guarded
 def merge(
@@ -141,17 +178,24 @@ def merge(
         Path | None,
         typer.Option("--spec", metavar="SPEC", help="The probe's spec (applies its selection rule)."),
     ] = None,
+    no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge per-unit results (from `--layer-index` runs, e.g. an Indexed Job) into one report."""
+    """Merge per-unit results (from `--layer-index` runs, e.g. an Indexed Job) into one tracked report."""
     from service.probe.exact import merge_partials  # deferred: loads torch (seconds)
     from service.probe.selection import select_layers
+    from service.tracking import records
 
     spec = load_spec(spec_path) if spec_path is not None else None
     report = merge_partials(probe_dir, spec)
     if spec is None:
         report.selected = select_layers(SelectionSpec(), report)
-    report.write(probe_dir)
+    # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.
+    with tracked(spec, f"probe {report.model}", enabled=not no_mlflow) as tracked_run:
+        if tracked_run is None:
+            report.write(probe_dir)
+        else:  # writes the report too, with the run's id
+            records.log_probe(tracked_run, report, probe_dir, spec or LayerAdaptationSpec())
     print_report(report, probe_dir, as_json)
 
 

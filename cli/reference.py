@@ -19,7 +19,7 @@ import typer.main
 from typer.core import TyperArgument, TyperGroup
 
 from cli.main import app
-from service.adapt import RESULT_FIELDS, RESULT_JSON
+from service.adapt import REGISTER_FIELDS, RESULT_FIELDS, RESULT_JSON
 from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
 from service.probe.report import LAYER_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
 from service.spec.models import API_VERSION, KIND, LayerAdaptation, LayerAdaptationSpec
@@ -57,12 +57,13 @@ def render() -> str:
         "never renamed.",
         "",
         "Contents: [commands](#commands) · [the spec](#the-spec) · [files](#files) · [MLflow](#mlflow) ·",
-        "[exit codes and environment](#exit-codes-and-environment)",
+        "[Kubernetes](#kubernetes) · [exit codes and environment](#exit-codes-and-environment)",
         "",
         *_commands(),
         *_spec(),
         *_files(),
         *_mlflow(),
+        *_kubernetes(),
         "## Exit codes and environment",
         "",
         *_table(("exit code", "meaning"), EXIT_CODES.items()),
@@ -208,7 +209,8 @@ def _files() -> Iterator[str]:
     yield f"A training directory (`train --out`) holds `{PATCH_TENSORS}` (only the trained layers'"
     yield f"tensors, under their full parameter names), `{PATCH_META}`, `{DELTAS}` (relative weight change"
     yield f"‖ΔW‖/‖W‖ per layer and per tensor), `{RUN_FILE}` and resumable `{CHECKPOINTS}/`. `adapt` writes"
-    yield f"both into its work directory, plus `{RESULT_JSON}`."
+    yield f"both into its work directory, plus `{RESULT_JSON}`. `register` writes no file of its own; its"
+    yield "result is on stdout (`--json`)."
     yield ""
     for title, fields in (
         (f"`{REPORT_JSON}`", REPORT_FIELDS),
@@ -216,6 +218,7 @@ def _files() -> Iterator[str]:
         (f"`{PATCH_META}`", PATCH_META_FIELDS),
         (f"`{RUN_FILE}`", RUN_FILE_FIELDS),
         (f"`{RESULT_JSON}`", RESULT_FIELDS),
+        ("`layerpilot register --json`", REGISTER_FIELDS),
     ):
         yield f"### {title}"
         yield ""
@@ -227,9 +230,16 @@ def _mlflow() -> Iterator[str]:
     yield "## MLflow"
     yield ""
     yield "`adapt` logs one parent run with child runs `probe` (and, in exact mode, one child per probe"
-    yield "unit), `train` and `eval`; `probe` and `train` alone log one run each. The result is a"
-    yield f"registered model version (flavor `layer_patch`) with alias `{review.CANDIDATE}`; `registry"
-    yield f"promote` moves `{review.CHAMPION}` only to a version whose eval score beats the holder's."
+    yield "unit), `train` and `eval`; `probe`, `probe merge` and `train` alone log one run each. The"
+    yield f"result is a registered model version (flavor `layer_patch`) with alias `{review.CANDIDATE}`;"
+    yield f"`registry promote` moves `{review.CHAMPION}` only to a version whose eval score beats the"
+    yield "holder's."
+    yield ""
+    yield "The operator runs the stages as Jobs: it creates the parent run and one child per stage"
+    yield f"(`{review.STAGE}` = `probe`, `train`), and each Job logs into its run (`MLFLOW_RUN_ID`):"
+    yield "the probe units log nothing, `probe merge` logs the probe (one child per unit), `train` the"
+    yield "training, and `register`, in the parent run, adds the `eval` child and registers the version"
+    yield "from the parent, linking the stage runs it finds under it."
     yield ""
     yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in records.METRICS.items()))
     yield ""
@@ -237,7 +247,12 @@ def _mlflow() -> Iterator[str]:
         review.MODEL: "the base model's URI (runs)",
         review.SPEC_HASH: "hash of the spec (runs, versions)",
         review.STRATEGY: "the selection rule (runs, versions)",
-        "layerpilot.selected_layers": "the selected layers (adapt and probe runs)",
+        review.STAGE: "`adapt`, `register`, `probe`, `train` or `eval`: what a run is in its job (runs)",
+        review.PROBE_MODE: "the probe's mode (probe runs)",
+        review.SELECTED_LAYERS: "the selected layers, e.g. `3,4` (adapt and probe runs)",
+        review.TOP_LAYERS: "the probe's three best layers, best first, e.g. `4,3,5` (probe runs)",
+        review.REGISTERED_MODEL: "the registered model a version was registered in (the run it comes from)",
+        review.MODEL_VERSION: "that version's number (the run it comes from)",
         review.LAYERS: "the trained layers (versions)",
         review.EVAL_SCORE: "eval score after training: what the promotion gate compares (versions)",
         review.EVAL_BEFORE: "eval score of the base model (versions)",
@@ -246,6 +261,39 @@ def _mlflow() -> Iterator[str]:
         review.TRAINING_STEPS: "optimizer steps (versions)",
     }
     yield from _table(("tag", "meaning"), ((f"`{k}`", v) for k, v in tags.items()))
+    yield ""
+
+
+def _kubernetes() -> Iterator[str]:
+    from k8s.builders import STAGES_EXACT
+    from k8s.crd import PHASES, status_schema
+    from k8s.naming import GROUP, PLURAL, RESOURCE_LABEL, SHORT_NAME, STAGE_LABEL, UID_LABEL, VERSION
+    from k8s.status import CONDITION_OF_STAGE, READY
+
+    yield "## Kubernetes"
+    yield ""
+    yield (
+        f"Custom resource `{KIND}` in `{GROUP}/{VERSION}` (plural `{PLURAL}`, short name `{SHORT_NAME}`), "
+        "namespaced, with a status subresource; its `spec` is the spec above and is immutable once "
+        f"created. `status.phase`: {' → '.join(PHASES[:5])} (or {PHASES[5]}). Stages, in order: "
+        f"{', '.join(f'`{s}`' for s in STAGES_EXACT)} (gradient and spectrum probes have no plan or "
+        "merge). Each runs as a Job named `NAME-UID5-STAGE` (`NAME-UID5-train` is a Kubeflow `TrainJob` "
+        "when `resources.nodes` > 1) with an ownerReference to the resource and the labels "
+        f"`{RESOURCE_LABEL}`, `{UID_LABEL}`, `{STAGE_LABEL}`; the spec ConfigMap is `NAME-UID5-spec`, "
+        "the workspace claim `NAME-UID5-workspace`."
+    )
+    yield ""
+    conditions = [*dict.fromkeys(CONDITION_OF_STAGE.values()), READY]
+    yield (
+        f"Conditions (type, status, reason, message, lastTransitionTime, observedGeneration): "
+        f"{', '.join(f'`{c}`' for c in conditions)}. Reasons: the phase while running, `ProbeComplete`, "
+        "`TrainingComplete`, `Registered`, `Succeeded`; on failure `InvalidSpec`, `JobFailed`, "
+        "`PlanMissing`, `VersionMissing`. An Event is posted on the resource at each transition."
+    )
+    yield ""
+    status = status_schema()["properties"]
+    rows = [(f"`{key}`", prop.get("description", "")) for key, prop in status.items()]
+    yield from _table(("status field", "meaning"), rows)
     yield ""
 
 

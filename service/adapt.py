@@ -6,24 +6,30 @@ checkpoint. MLflow sees one parent run with children for the probe (and, in exac
 per probe unit), the training and the evaluation; the result becomes a registered model version
 with alias `candidate` (what each run holds: `service.tracking.records`). Tracking never stops the
 job: what could not be logged stays on disk and is named at the end.
+
+The operator runs the stages as Jobs of their own (probe units, `probe merge`, `train`) and ends
+with `run_register`: the same evaluation and registration as the end of `adapt`
+(`evaluate_and_register`), from the run the operator created.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.errors import LayerpilotError
+from service.errors import LayerpilotError, SpecError, first_line
 from service.evaluation import evaluate
 from service.files import write_json
-from service.probe.report import ProbeReport
+from service.patch import read_patch
+from service.probe.report import ProbeReport, read_report
 from service.probe.run import run_probe
 from service.progress import SILENT, Progress
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec, ProbeMode
-from service.tracking import records
+from service.tracking import records, review
 from service.tracking.ledger import NotLogged
 from service.tracking.runs import TrackedRun, Tracker
 from service.tracking.uris import where_to_look
@@ -120,23 +126,23 @@ def adapt(
     probe_dir, train_dir = workdir / PROBE_DIR, workdir / TRAIN_DIR
     chosen_mode = mode or spec.probe.mode
     tracker = tracker or Tracker.for_spec(spec.mlflow, workdir)
-    with tracker.start_run(f"adapt {spec.model.uri}", tags={"layerpilot.stage": "adapt"}) as parent:
+    with tracker.start_run(f"adapt {spec.model.uri}", tags={review.STAGE: "adapt"}) as parent:
         records.log_spec(parent, spec)
         parent.log_dict(spec.model_dump(mode="json", by_alias=True), "spec.json")
         run_ids = {"adapt": parent.run_id or ""}
 
         progress.note(f"probing the layers of {spec.model.uri} ({chosen_mode} mode)")
-        with parent.child("probe", tags={"layerpilot.stage": "probe"}) as probe_run:
+        with parent.child("probe", tags={review.STAGE: "probe"}) as probe_run:
             report = run_probe(
                 spec, probe_dir, mode=chosen_mode, parallel=parallel, progress=progress, write=False
             )
             records.log_probe(probe_run, report, probe_dir, spec)
         run_ids["probe"] = probe_run.run_id or ""
         layers = report.selected
-        parent.set_tags({"layerpilot.selected_layers": ",".join(map(str, layers))})
+        parent.set_tags({review.SELECTED_LAYERS: ",".join(map(str, layers))})
 
         progress.note(f"selected layers {layers} ({report.strategy}); RL-training only them")
-        with parent.child("train", tags={"layerpilot.stage": "train"}) as train_run:
+        with parent.child("train", tags={review.STAGE: "train"}) as train_run:
             train_run.log_params({"layers": ",".join(map(str, layers))})
             training = train(
                 spec,
@@ -149,35 +155,31 @@ def adapt(
             )
             records.log_training(train_run, training)
         run_ids["train"] = train_run.run_id or ""
+        parent.log_metrics(records.training_summary(training))
 
-        with parent.child("eval", tags={"layerpilot.stage": "eval"}) as eval_run:
-            if chosen_mode == ProbeMode.exact.value and report.baseline_score is not None:
-                before = report.baseline_score  # the probe's `base` unit is this very evaluation
-            else:
-                progress.note("evaluating the base model")
-                before = evaluate(spec, progress=progress).score
-            progress.note("evaluating base + layer patch")
-            after = evaluate(spec, patch_dir=train_dir, progress=progress)
-            summary = records.evaluation_summary(before, after.score, after.num_items)
-            eval_run.log_metrics(summary)
-            eval_run.log_dict(after.to_json(), "eval_after.json")
-        run_ids["eval"] = eval_run.run_id or ""
-        parent.log_metrics({**summary, **records.probe_summary(report), **records.training_summary(training)})
-
+        outcome = evaluate_and_register(
+            spec,
+            report,
+            train_dir,
+            tracker,
+            parent,
+            runs={"probe": run_ids["probe"], "train": run_ids["train"]},
+            register=register,
+            progress=progress,
+        )
+        run_ids.update(outcome.run_ids)
         result = AdaptResult(
             report=report,
             training=training,
-            eval_before=before,
-            eval_after=after.score,
-            eval_items=after.num_items,
+            eval_before=outcome.eval_before,
+            eval_after=outcome.eval_after,
+            eval_items=outcome.eval_items,
             workdir=workdir,
             seconds=0.0,
             run_ids=run_ids,
+            registered=outcome.registered,
             tracking_uri=tracker.tracking_uri,
         )
-        if register and spec.mlflow.registered_model:
-            progress.note(f"registering the patch as a version of {spec.mlflow.registered_model}")
-            result.registered = _register(tracker, parent, spec, result)
     result.seconds = time.perf_counter() - started
     result.experiment_id = parent.experiment_id
     result.where_to_look = where_to_look(tracker.tracking_uri, parent.experiment_id, parent.run_id)
@@ -186,25 +188,184 @@ def adapt(
     return result
 
 
-def _register(
-    tracker: Tracker, parent: TrackedRun, spec: LayerAdaptationSpec, result: AdaptResult
-) -> dict[str, Any] | None:
-    """A registry failure must not lose the finished job: the patch and its runs stay, and we say so."""
-    try:
-        return tracker.register_patch(
-            parent,
-            result.workdir / TRAIN_DIR,
-            name=str(spec.mlflow.registered_model),
-            eval_before=result.eval_before,
-            eval_after=result.eval_after,
-            eval_items=result.eval_items,
-            probe_report=result.report.to_json(),
-            strategy=result.report.strategy,
-            spec_hash=fingerprint(spec),
-            max_new_tokens=spec.algorithm.max_completion_length,
-            runs={k: v for k, v in result.run_ids.items() if v and k != "adapt"},
+@dataclass
+class Registration:
+    """The evaluation and registration that end a job (`adapt`, `register`)."""
+
+    eval_before: float
+    eval_after: float
+    eval_items: int
+    run_ids: dict[str, str] = field(default_factory=dict)  # the `eval` child
+    registered: dict[str, Any] | None = None  # what `Registry.register_patch` returns
+    error: str | None = None  # why a registration that was asked for did not happen
+
+
+def evaluate_and_register(
+    spec: LayerAdaptationSpec,
+    report: ProbeReport,
+    patch_dir: Path,
+    tracker: Tracker,
+    parent: TrackedRun,
+    *,
+    runs: Mapping[str, str] | None = None,
+    register: bool = True,
+    progress: Progress = SILENT,
+) -> Registration:
+    """Evaluate base and base + patch in an `eval` child of `parent`, then register the patch from
+    `parent` as a version of `mlflow.registeredModel` with alias `candidate` (when the spec names one).
+
+    `runs` are the stage runs the version's review links to (role -> run id). A registration that
+    fails does not raise: the patch stays on disk, the failure is in the tracker's ledger and in
+    `Registration.error`, and the caller decides how loudly to say so.
+    """
+    with parent.child("eval", tags={review.STAGE: "eval"}) as eval_run:
+        if report.mode == ProbeMode.exact.value and report.baseline_score is not None:
+            before = report.baseline_score  # the probe's `base` unit is this very evaluation
+        else:
+            progress.note("evaluating the base model")
+            before = evaluate(spec, progress=progress).score
+        progress.note("evaluating base + layer patch")
+        after = evaluate(spec, patch_dir=patch_dir, progress=progress)
+        summary = records.evaluation_summary(before, after.score, after.num_items)
+        eval_run.log_metrics(summary)
+        eval_run.log_dict(after.to_json(), "eval_after.json")
+    outcome = Registration(before, after.score, after.num_items, run_ids={"eval": eval_run.run_id or ""})
+    parent.log_metrics({**summary, **records.probe_summary(report)})
+    name = spec.mlflow.registered_model
+    if register and name:
+        progress.note(f"registering the patch as a version of {name}")
+        refs = {role: rid for role, rid in {**(runs or {}), **outcome.run_ids}.items() if rid}
+        try:
+            outcome.registered = tracker.register_patch(
+                parent,
+                patch_dir,
+                name=name,
+                eval_before=before,
+                eval_after=after.score,
+                eval_items=after.num_items,
+                probe_report=report.to_json(),
+                strategy=report.strategy,
+                spec_hash=fingerprint(spec),
+                max_new_tokens=spec.algorithm.max_completion_length,
+                runs=refs,
+            )
+        except LayerpilotError as error:
+            outcome.error = first_line(error)
+            tracker.record(
+                NotLogged("registration", 1, parent.run_id, f"version of {name}", outcome.error, True, {})
+            )
+        else:
+            version = str(outcome.registered["version"])
+            parent.set_tags({review.REGISTERED_MODEL: name, review.MODEL_VERSION: version})
+    return outcome
+
+
+# -- the last stage alone: `layerpilot register` ---------------------------------------------------
+
+REGISTER_FIELDS: dict[str, str] = {
+    "model": "the spec's `model.uri`",
+    "layers": "the layers the patch holds",
+    "evalBefore": "eval score of the base model (S_base of an exact probe when it has one)",
+    "evalAfter": "eval score of base + layer patch",
+    "evalItems": "evaluation items",
+    "probeDir": "the probe directory (`--probe`)",
+    "patchDir": "the layer patch directory (`--patch`)",
+    "registeredModel": "the new version (name, version, alias, modelUri, loggedModelUri, url, tags); "
+    "null when it was not registered",
+    "trackingUri": "where the runs and the version are",
+    "experimentId": "the experiment of the runs",
+    "runIds": "`register` (the run the version comes from: the operator's with `MLFLOW_RUN_ID`), "
+    "`probe` and `train` (its children with those stages), `eval`",
+    "whereToLook": "the run's URL, or the `mlflow ui` command for a local store",
+    "notLogged": "what did not reach MLflow, in one line, or null",
+    "seconds": "wall time of the command",
+}
+"""Every field of `layerpilot register --json` (the reference is generated from this)."""
+
+
+@dataclass
+class RegisterResult:
+    model: str
+    layers: list[int]
+    probe_dir: Path
+    patch_dir: Path
+    outcome: Registration
+    run_ids: dict[str, str]
+    tracking_uri: str
+    experiment_id: str | None
+    where_to_look: str
+    not_logged: str | None
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "layers": self.layers,
+            "evalBefore": self.outcome.eval_before,
+            "evalAfter": self.outcome.eval_after,
+            "evalItems": self.outcome.eval_items,
+            "probeDir": str(self.probe_dir),
+            "patchDir": str(self.patch_dir),
+            "registeredModel": self.outcome.registered,
+            "trackingUri": self.tracking_uri,
+            "experimentId": self.experiment_id,
+            "runIds": self.run_ids,
+            "whereToLook": self.where_to_look,
+            "notLogged": self.not_logged,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def registered_model_name(spec: LayerAdaptationSpec) -> str:
+    """The name to register under; bad input when the spec names none."""
+    if not spec.mlflow.registered_model:
+        raise SpecError(
+            "spec.mlflow.registeredModel",
+            "not set, so there is nothing to register the patch as",
+            "name the registered model, e.g. `registeredModel: my-model` under `mlflow`",
         )
-    except LayerpilotError as error:
-        what = f"version of {spec.mlflow.registered_model}"
-        tracker.record(NotLogged("registration", 1, parent.run_id, what, str(error), True, {}))
-        return None
+    return spec.mlflow.registered_model
+
+
+def run_register(
+    spec: LayerAdaptationSpec,
+    probe_dir: Path,
+    patch_dir: Path,
+    *,
+    progress: Progress = SILENT,
+    tracker: Tracker | None = None,
+) -> RegisterResult:
+    """The last stage of `adapt` on its own (its own Job in the operator): evaluate and register.
+
+    The run is the operator's (`MLFLOW_RUN_ID`) when set; the probe and train runs are found among
+    its children by their `layerpilot.stage` tag. Without MLflow's store set, it is ./mlflow.db.
+    """
+    started = time.perf_counter()
+    registered_model_name(spec)
+    report = read_report(probe_dir, "--probe")
+    try:
+        layers = read_patch(patch_dir).layers  # before any evaluation: is there a patch at all?
+    except SpecError as error:
+        raise SpecError("--patch", error.problem, error.fix) from None
+    tracker = tracker or Tracker.for_spec(spec.mlflow, Path.cwd())
+    with tracker.start_run(f"register {spec.model.uri}", tags={review.STAGE: "register"}) as parent:
+        records.log_spec(parent, spec)
+        parent.log_dict(spec.model_dump(mode="json", by_alias=True), "spec.json")
+        stages = parent.children_by(review.STAGE)
+        siblings: dict[str, str] = {role: stages[role] for role in ("probe", "train") if role in stages}
+        outcome = evaluate_and_register(
+            spec, report, patch_dir, tracker, parent, runs=siblings, progress=progress
+        )
+    return RegisterResult(
+        model=spec.model.uri,
+        layers=layers,
+        probe_dir=probe_dir,
+        patch_dir=patch_dir,
+        outcome=outcome,
+        run_ids={"register": parent.run_id or "", **siblings, **outcome.run_ids},
+        tracking_uri=tracker.tracking_uri,
+        experiment_id=parent.experiment_id,
+        where_to_look=where_to_look(tracker.tracking_uri, parent.experiment_id, parent.run_id),
+        not_logged=tracker.summary(),
+        seconds=time.perf_counter() - started,
+    )

@@ -222,16 +222,110 @@ class TrainingSpec(_Model):
     )
 
 
+class SecretKeyRef(_Model):
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of a Secret in the resource's namespace.",
+    )
+    key: str = Field("token", min_length=1, description="Key in the Secret holding the value.")
+
+
 class MlflowSpec(_Model):
-    tracking_uri: str | None = Field(None, description="MLflow tracking server; null uses a local store.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking server; null uses `MLFLOW_TRACKING_URI`, else a local store "
+        "(the operator needs a server: its own `MLFLOW_TRACKING_URI` is the default there).",
+    )
     experiment: str = Field("layerpilot", min_length=1, description="MLflow experiment name.")
     registered_model: str | None = Field(None, description="Registered model name for the result.")
+    token_secret: SecretKeyRef | None = Field(
+        None,
+        description="(Operator only) a Secret holding a bearer token for an MLflow server behind an "
+        "auth gateway. Mounted read-only into every Job and read through "
+        "`LAYERPILOT_MLFLOW_TOKEN_FILE`; its value never appears in the spec, status, events or Jobs.",
+    )
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value and re.match(r"^[a-z+]+://[^/@]*@", value):
+            raise ValueError(
+                "holds credentials; remove them from the URI and put a token in a Secret named by "
+                "`mlflow.tokenSecret` (or set MLFLOW_TRACKING_USERNAME/PASSWORD where the CLI runs)"
+            )
+        return value
+
+
+class AccessMode(StrEnum):
+    read_write_once = "ReadWriteOnce"
+    read_write_many = "ReadWriteMany"
+
+
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+
+
+class WorkspaceSpec(_Model):
+    claim_name: str | None = Field(
+        None,
+        description="An existing PersistentVolumeClaim to use as the workspace; null makes the operator "
+        "create one per resource (deleted with it).",
+    )
+    size: str = Field(
+        "20Gi",
+        pattern=_QUANTITY,
+        description="Size of the claim the operator creates (probe, patch, caches).",
+    )
+    storage_class_name: str | None = Field(
+        None, description="Storage class of the claim the operator creates; null uses the cluster's default."
+    )
+    access_mode: AccessMode = Field(
+        AccessMode.read_write_once,
+        description="`ReadWriteOnce` (any single-node cluster: every pod then runs on the node holding the "
+        "volume) or `ReadWriteMany` (NFS, EFS, Filestore, CephFS…: probe pods spread over nodes).",
+    )
 
 
 class ResourcesSpec(_Model):
-    image: str | None = Field(None, description="Container image for the operator's Jobs.")
-    gpus: int = Field(0, ge=0, description="GPUs per Job (operator only).")
-    probe_parallelism: int = Field(4, ge=1, description="Probe Jobs running at once (operator only).")
+    image: str | None = Field(
+        None,
+        description="Container image for the operator's Jobs; null uses the operator's "
+        "`LAYERPILOT_IMAGE`, else the image of this layerpilot release.",
+    )
+    gpus: int = Field(0, ge=0, description="GPUs (`nvidia.com/gpu`) per training pod (operator only).")
+    probe_gpus: int = Field(0, ge=0, description="GPUs per probe pod (operator only).")
+    probe_parallelism: int = Field(4, ge=1, description="Probe pods running at once (operator only).")
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
+        "(`torch-distributed` runtime, torchrun), which the cluster must have installed.",
+    )
+    cpu: str = Field("1", pattern=_QUANTITY, description="CPU request of every pod (e.g. `2`, `500m`).")
+    memory: str = Field("4Gi", pattern=_QUANTITY, description="Memory request and limit of every pod.")
+    workspace: WorkspaceSpec = Field(
+        default_factory=WorkspaceSpec,
+        description="The volume every Job mounts at /workspace: probe partials and report, training "
+        "checkpoints and the layer patch travel through it.",
+    )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) before the Job fails.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels every pod must match (e.g. a GPU node pool)."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Pod tolerations (e.g. for tainted GPU nodes), as in a PodSpec."
+    )
+    service_account_name: str | None = Field(
+        None,
+        description="Service account of the Jobs' pods; null runs them with no Kubernetes API token "
+        "mounted (they never call the API).",
+    )
 
 
 class LayerAdaptationSpec(_Model):

@@ -120,10 +120,26 @@ def log_probe(run: TrackedRun, report: ProbeReport, probe_dir: Path, spec: Layer
         }
     )
     run.log_metrics(probe_summary(report))
-    selected = ",".join(map(str, report.selected))
-    run.set_tags({"layerpilot.probe_mode": report.mode, "layerpilot.selected_layers": selected})
+    run.set_tags(probe_tags(report))
     run.log_artifact(probe_dir / REPORT_JSON)
     run.log_artifact(probe_dir / REPORT_PNG)
+
+
+def probe_tags(report: ProbeReport) -> dict[str, str]:
+    """The probe's answer as run tags, which the operator reads into a resource's status.
+
+    >>> from service.probe.report import LayerScore
+    >>> ranks = {0: 4, 1: 1, 2: 2, 3: 3}
+    >>> layers = [LayerScore(i, f"l.{i}", 1 / rank, None, rank) for i, rank in ranks.items()]
+    >>> probe_tags(ProbeReport("m", 4, "gradient", "l", layers, selected=[1, 2]))
+    {'layerpilot.probe_mode': 'gradient', 'layerpilot.selected_layers': '1,2',
+     'layerpilot.top_layers': '1,2,3'}
+    """
+    return {
+        review.PROBE_MODE: report.mode,
+        review.SELECTED_LAYERS: ",".join(map(str, report.selected)),
+        review.TOP_LAYERS: ",".join(map(str, report.ranking[:3])),
+    }
 
 
 def probe_summary(report: ProbeReport) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """What a reviewer reads about a registered layer patch, and the rule that moves `champion`.
 
 Pure functions with no MLflow import (`service.tracking` does the calls), so the wording of a version's
-description and the promotion gate are tested by comparing strings and values.
+description and the promotion gate are tested by comparing strings and values. The tag names live
+here too, so the operator reads them without importing MLflow or torch.
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ STRATEGY = "layerpilot.strategy"
 TRAINING_STEPS = "layerpilot.training_steps"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+
+# Run tags: how the runs of one job find each other (STAGE), and what the operator reads back to
+# fill a resource's status.
+STAGE = "layerpilot.stage"  # adapt | register | probe | train | eval
+PROBE_MODE = "layerpilot.probe_mode"  # exact | gradient | spectrum
+SELECTED_LAYERS = "layerpilot.selected_layers"  # "3,4": the layers the probe's selection picked
+TOP_LAYERS = "layerpilot.top_layers"  # "4,3,2": the probe's three best layers, best first
+REGISTERED_MODEL = "layerpilot.registered_model"  # on the run a version was registered from
+PROBE_UNITS = "layerpilot.probe_units"  # set by `probe plan`: the exact probe's unit count
+MODEL_VERSION = "layerpilot.model_version"  # that version's number
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

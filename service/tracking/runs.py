@@ -148,7 +148,10 @@ class Tracker:
         return cast(str, self._experiment_id)
 
     def start_run(self, name: str, tags: Mapping[str, Any] | None = None) -> TrackedRun:
-        """The parent run: the operator's (env `MLFLOW_RUN_ID`) if set, else a new one."""
+        """The parent run: the operator's (env `MLFLOW_RUN_ID`) if set, else a new one.
+
+        An adopted run keeps the tags it has; `tags` are set only where it has none of that name.
+        """
         adopted = os.environ.get(ENV_RUN_ID)
         if adopted:
             return self._adopt(adopted, tags or {})
@@ -186,16 +189,19 @@ class Tracker:
                 self._mark_down()
             run = None
         adopted = TrackedRun(self, run_id, run.info.experiment_id if run else None, "adopted", adopted=True)
-        if tags:
-            adopted.set_tags(tags)
+        # The owner's tags stand (its `layerpilot.stage` is how it finds the run again): ours only
+        # fill in what the run does not carry yet.
+        owned = run.data.tags if run is not None else {}
+        missing = {key: value for key, value in tags.items() if key not in owned}
+        if missing:
+            adopted.set_tags(missing)
         return adopted
 
     def register_patch(self, run: TrackedRun, patch_dir: Path, **review: Any) -> dict[str, Any]:
         """Register the patch from `run` (see `Registry.register_patch`); raises when MLflow is down."""
         if run.run_id is None:
             raise LayerpilotError(
-                f"cannot register the patch: MLflow at {self.tracking_uri} never created the run; "
-                f"the patch is kept in {patch_dir}"
+                f"cannot register the patch: MLflow at {self.tracking_uri} never created the run"
             )
         registry = Registry(self.tracking_uri, retry=self.retry)
         return registry.register_patch(
@@ -255,6 +261,35 @@ class TrackedRun:
                 return TrackedRun(self.tracker, None, None, name)
             self.experiment_id = run.info.experiment_id
         return self.tracker._create(name, tags or {}, parent=self)
+
+    def children_by(self, tag: str) -> dict[str, str]:
+        """Run ids of this run's children that carry `tag`, by the tag's value (the newest of each).
+
+        How the last stage of a job finds its siblings: the operator's stage runs under the run it
+        created, tagged `layerpilot.stage`. A read, not a log: when MLflow does not answer, the
+        answer is empty (with a warning), and nothing is recorded as not logged.
+        """
+        if self.run_id is None:
+            return {}
+        run_id, client = self.run_id, self.tracker.client
+
+        def search() -> list[Any]:
+            experiment = self.experiment_id or client.get_run(run_id).info.experiment_id
+            return list(
+                client.search_runs(
+                    [experiment],
+                    filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'",
+                    order_by=["attributes.start_time ASC"],
+                    max_results=1000,
+                )
+            )
+
+        try:
+            found = with_retries(self.tracker.retry, search)
+        except Exception as error:
+            log.warning("MLflow: cannot list the child runs of %s (%s)", run_id, short_error(error))
+            return {}
+        return {run.data.tags[tag]: run.info.run_id for run in found if tag in run.data.tags}
 
     def log_params(self, params: Mapping[str, Any]) -> bool:
         entries = [Param(str(k), str(v)[:6000]) for k, v in params.items()]

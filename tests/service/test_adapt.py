@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from service.adapt import RESULT_JSON, adapt
 from service.probe.report import REPORT_JSON
+from service.tracking import review
 from tests.conftest import small_spec
 from tests.mlflow_server import MlflowServer, free_port
 
@@ -96,6 +97,12 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     assert version.run_id == parent.info.run_id
     assert "eval score" in version.description and f"{result.eval_after:.3f}" in version.description
     assert version.tags["layerpilot.eval_score"] == str(result.eval_after)
+    # what the operator reads back: the version on the run it comes from, the probe's answer
+    assert parent.data.tags[review.REGISTERED_MODEL] == name
+    assert parent.data.tags[review.MODEL_VERSION] == str(version.version)
+    ranking = [layer["index"] for layer in sorted(report["layers"], key=lambda layer: layer["rank"])]
+    assert probe.data.tags[review.TOP_LAYERS] == ",".join(map(str, ranking))
+    assert probe.data.tags[review.SELECTED_LAYERS] == ",".join(map(str, result.layers))
     saved = json.loads((tmp_path / RESULT_JSON).read_text())
     assert saved["mlflow"]["registeredModel"]["version"] == str(version.version)
 

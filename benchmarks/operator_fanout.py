@@ -1,0 +1,84 @@
+"""How long the operator takes to give many LayerAdaptations their first Job, next to one alone.
+
+The real operator (kopf) against the kmock emulator over HTTP, with a real MLflow server (each
+resource gets a parent run and a probe run before its first Job). One resource is applied alone and
+timed to its plan Job; then N are applied at once and timed until every one has its plan Job. The
+ratio (N-at-once seconds per resource vs one alone) is the number that transfers; the seconds are
+for orientation. Also checks that no resource got a second Job or a second parent run.
+
+Run: `.venv/bin/python benchmarks/operator_fanout.py [--count 50]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kmock import KubernetesEmulator, Server
+from mlflow import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test helpers drive the emulator
+
+from k8s.reconcile import OperatorConfig
+from tests.k8s.emulator import JOBS, LA, apply, client, declare, objects, operator, resource, wait_for
+from tests.mlflow_server import start_server
+
+SPEC = {
+    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2, 3]},
+    "mlflow": {"experiment": "fanout", "registeredModel": "fanout"},
+}
+
+
+async def first_jobs(kmock: KubernetesEmulator, prefix: str, count: int) -> float:
+    cluster = client(kmock)
+    bodies = [resource(f"{prefix}-{i:03d}", SPEC) for i in range(count)]
+    started = time.perf_counter()
+    await asyncio.gather(*(apply(cluster, body) for body in bodies))
+    names = {f"{b['metadata']['name']}-{b['metadata']['uid'].replace('-', '')[:5]}-plan" for b in bodies}
+    await wait_for(lambda: names <= set(objects(kmock, JOBS)), timeout=600, what=f"{count} plan Jobs")
+    return time.perf_counter() - started
+
+
+async def measure(count: int, tracking_uri: str) -> None:
+    async with KubernetesEmulator() as kmock, Server(kmock):
+        declare(kmock)
+        async with operator(kmock, OperatorConfig(tracking_uri=tracking_uri)):
+            await first_jobs(kmock, "warmup", 1)  # imports, MLflow experiment creation
+            one = await first_jobs(kmock, "one", 1)
+            many = await first_jobs(kmock, "many", count)
+        jobs = [name for name in objects(kmock, JOBS) if name.startswith("many-")]
+        resources = [name for name in objects(kmock, LA) if name.startswith("many-")]
+        experiment = MlflowClient(tracking_uri).get_experiment_by_name("fanout")
+        parents = MlflowClient(tracking_uri).search_runs(
+            [experiment.experiment_id], "tags.`layerpilot.stage` = 'adapt'", max_results=5000
+        )
+        many_parents = [
+            r for r in parents if r.data.tags.get("layerpilot.k8s.resource", "").startswith("many-")
+        ]
+    print(f"1 resource alone: {one:.2f} s to its first Job")
+    print(f"{count} at once: {many:.2f} s until all had their first Job ({many / count:.3f} s per resource)")
+    print(f"per resource at once vs alone: {many / count / one:.2f}x; all {count} vs one: {many / one:.1f}x")
+    print(f"Jobs: {len(jobs)} for {len(resources)} resources; parent runs: {len(many_parents)}")
+    assert len(jobs) == len(resources) == len(many_parents) == count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=50)
+    args = parser.parse_args()
+    logging.getLogger("kopf").setLevel(logging.ERROR)  # its shutdown notes on queued events are noise here
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "mlflow")
+        try:
+            asyncio.run(measure(args.count, server.uri))
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`layerpilot register`: the last stage of `adapt` as a command of its own (the operator's last Job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from cli.base import App
+from cli.console import emit, err, field, guarded, say, score, warn
+from cli.options import JsonOpt, resolve_spec
+from cli.progress import progress_display
+from cli.runs import show_registered
+
+app = App()
+
+
+@app.command(
+    help="Evaluate base + layer patch and register the patch as a version with alias `candidate` "
+    "(the last stage of adapt)."
+)
+@guarded
+def register(
+    spec_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="SPEC",
+            help="LayerAdaptation YAML (the whole resource or only its spec); names mlflow.registeredModel.",
+            show_default=False,
+        ),
+    ],
+    probe_dir: Annotated[
+        Path,
+        typer.Option(
+            "--probe", metavar="DIR", help="The probe directory (or its probe_report.json) behind the patch."
+        ),
+    ],
+    patch_dir: Annotated[
+        Path, typer.Option("--patch", metavar="DIR", help="The layer patch: the --out directory of `train`.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    # Fails loudly, unlike tracking: exit 2 without `mlflow.registeredModel`, exit 1 when the
+    # version was not registered (the evaluation is printed all the same).
+    from service.adapt import run_register  # deferred: loads torch, transformers and mlflow (seconds)
+
+    spec = resolve_spec(spec_path, None, None, None)
+    with progress_display() as shown:
+        result = run_register(spec, probe_dir, patch_dir, progress=shown)
+    summary = result.to_json()
+    emit(summary, as_json, lambda: render(summary))
+    if summary["notLogged"]:
+        warn(summary["notLogged"])
+    if summary["registeredModel"] is None:
+        why = escape(
+            f"evaluated, but not registered as {spec.mlflow.registered_model} ({result.outcome.error})"
+        )
+        err.print(
+            f"[bold red]error:[/] {why}; the patch is kept in {escape(str(patch_dir))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+def render(summary: dict[str, Any]) -> None:
+    layers = ", ".join(map(str, summary["layers"]))
+    say(
+        f"eval score {score(summary['evalBefore'])} → {score(summary['evalAfter'])} with the patch of "
+        f"layer{'s' if len(summary['layers']) > 1 else ''} {layers} ({summary['evalItems']} items)"
+    )
+    field("layer patch:", summary["patchDir"])
+    show_registered(summary["registeredModel"], summary["trackingUri"], summary["experimentId"])

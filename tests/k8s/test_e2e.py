@@ -1,0 +1,107 @@
+"""The operator's Jobs really work: every command runs, and the resource ends with a registered version.
+
+The operator (kopf) runs against the emulator; `Kubelet` runs each Job's container command here
+with the Job's env and volumes; MLflow is a real server. A canary token in the MLflow Secret (and in
+the operator's own environment) must appear nowhere: status, events, Jobs, logs, MLflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from mlflow import MlflowClient
+
+from k8s.reconcile import OperatorConfig
+from tests.k8s.emulator import (
+    LA,
+    NAMESPACE,
+    _config,
+    apply,
+    client,
+    declare,
+    objects,
+    operator,
+    phase,
+    resource,
+)
+from tests.k8s.kubelet import SECRETS, Kubelet
+
+CANARY = "canary-7f3a9c51e2b04d6e"
+SPEC: dict[str, Any] = {
+    "model": {"uri": "builtin:demo"},
+    "dataset": {"uri": "builtin:arith", "evalSize": 16},
+    "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
+    "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
+    "mlflow": {
+        "experiment": "k8s-e2e",
+        "registeredModel": "k8s-e2e",
+        "tokenSecret": {"name": "mlflow-token"},
+    },
+    "resources": {"probeParallelism": 2},
+}
+
+
+@pytest.mark.heavy
+async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_version(
+    kmock: Any, mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("LAYERPILOT_MLFLOW_TOKEN", CANARY)  # the operator's own token: sent, never shown
+    declare(kmock)
+    kmock.resources[SECRETS] = {"kind": "Secret", "namespaced": True, "verbs": ["get", "create", "list"]}
+    core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(_config(kmock)))
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "mlflow-token", "namespace": NAMESPACE},
+        "data": {"token": base64.b64encode(CANARY.encode()).decode()},
+    }
+    import asyncio
+
+    await asyncio.to_thread(core.create_namespaced_secret, NAMESPACE, secret)
+    kubelet = Kubelet(kmock, tmp_path)
+    body = resource("e2e", SPEC)
+    async with operator(kmock, OperatorConfig(tracking_uri=mlflow_server.uri)):
+        await apply(client(kmock), body)
+        await kubelet.run_until(lambda: phase(kmock, "e2e") in ("Succeeded", "Failed"))
+    status = objects(kmock, LA)["e2e"]["status"]
+    assert status["phase"] == "Succeeded", (status.get("message"), kubelet.logs)
+    base = f"e2e-{body['metadata']['uid'].replace('-', '')[:5]}"
+    assert [p.rsplit("-", 2)[0] for p in kubelet.ran] == [
+        f"{base}-plan", *[f"{base}-probe"] * 4, f"{base}-merge", f"{base}-train", f"{base}-register",
+    ]  # fmt: skip
+
+    # Real files on the shared workspace: the merged probe report, and a patch of the selected layer.
+    work = tmp_path / "claims" / f"{base}-workspace" / base
+    report = json.loads((work / "probe" / "probe_report.json").read_text())
+    assert sorted(layer["index"] for layer in report["layers"]) == [1, 2]
+    assert report["selected"] == status["selectedLayers"]
+    assert (work / "train" / "layer_patch.safetensors").is_file()
+
+    # A real registered version with alias candidate, the one the status names.
+    mlflow = MlflowClient(mlflow_server.uri)
+    version = mlflow.get_model_version_by_alias("k8s-e2e", "candidate")
+    assert status["modelVersion"] == version.version
+    assert version.run_id == status["mlflow"]["runIds"]["adapt"]
+    assert {mlflow.get_run(r).info.status for r in status["mlflow"]["runIds"].values()} == {"FINISHED"}
+
+    # The canary is nowhere: not in any object but its Secret, no log line, no pod output, no run.
+    everything = json.dumps(
+        {str(key): obj.raw for key, obj in kmock.objects.items() if key[0].plural != "secrets"}, default=str
+    )
+    assert CANARY not in everything
+    assert CANARY not in caplog.text
+    assert all(CANARY not in log for log in kubelet.logs.values())
+    for run_id in status["mlflow"]["runIds"].values():
+        run = mlflow.get_run(run_id)
+        assert CANARY not in json.dumps({"p": run.data.params, "t": run.data.tags})
+    # The token reached the pods only as a mounted file.
+    token_files = list((tmp_path / "pods").glob("*/mlflow-token/token"))
+    assert token_files and all(f.read_text() == CANARY for f in token_files)
