@@ -166,16 +166,9 @@ def status(
         say(f"{ns}/{name}: {st.get('phase', 'Pending (the operator has not seen it yet)')}")
         if st.get("message"):
             field("message:", st["message"])
-        table = plain_table("condition", "status", "reason", "since", "message")
         for cond in st.get("conditions") or []:
-            table.add_row(
-                cond["type"],
-                cond["status"],
-                cond.get("reason", ""),
-                cond.get("lastTransitionTime", ""),
-                cond.get("message", ""),
-            )
-        out.print(table)
+            mark = {"True": "yes", "False": "no"}.get(cond["status"], "?")
+            say(f"  {cond['type']:<11}{mark:<4}{cond.get('reason', '')}: {cond.get('message', '')}")
         if jobs:
             job_table = plain_table("stage", "kind", "name", "state")
             for entry in jobs:

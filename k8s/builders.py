@@ -44,6 +44,18 @@ from service.spec.models import API_VERSION, KIND, LayerAdaptationSpec
 RUN_AS: Final = 1000  # the image's `layerpilot` user
 CONTAINER: Final = "layerpilot"
 TRAINER_CONTAINER: Final = "node"  # the container of Kubeflow Trainer's torch-distributed runtime
+EXIT_BAD_INPUT: Final = 2  # the CLI's exit code for bad input: retrying cannot help
+POD_FAILURE_POLICY: Final = {
+    "rules": [
+        # Bad input fails the Job at once, with the command's one-line error in the pod's log.
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_BAD_INPUT]},
+        },
+        # A pod evicted or preempted is not the command's fault: it does not use up a retry.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+}
 STAGES_EXACT: Final = ("plan", "probe", "merge", "train", "register")
 STAGES_PROXY: Final = ("probe", "train", "register")
 
@@ -274,7 +286,7 @@ def job(build: Build, stage: str, run_id: str | None, units: int | None = None) 
     resource = build.resource
     name = resource.child(stage)
     template = {"metadata": {"labels": resource.labels(stage)}, "spec": pod_spec(build, stage, run_id)}
-    spec: dict[str, Any] = {"template": template}
+    spec: dict[str, Any] = {"template": template, "podFailurePolicy": POD_FAILURE_POLICY}
     retries = build.spec.resources.retries
     if stage == "probe" and build.spec.probe.mode == "exact":
         if not units:

@@ -141,7 +141,8 @@ def run(namespace: str | None = None, settings: Settings | None = None) -> None:
     """`layerpilot operator run`: watch one namespace, or all; blocks until stopped."""
     settings = settings or Settings.from_env()
     registry = build_registry(settings, Cluster.connect)
-    kopf.configure(verbose=False)
+    kopf.configure(verbose=False)  # INFO: the operator's own lines (one per transition of a resource)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not "handler succeeded" per Job event
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -137,6 +137,9 @@ class StatusWriter:
             self.status.update(self.patch)
             self.patch = {}
         for kind, reason, message in self.events:
+            level = logging.WARNING if kind == "Warning" else logging.INFO
+            where = f"{meta.get('namespace') or 'default'}/{meta['name']}"
+            log.log(level, "%s: %s (%s)", where, message, reason)
             try:
                 self.cluster.event(self.body, kind, reason, message)
             except Exception as error:  # an event is a courtesy; the status already says it
@@ -189,13 +192,14 @@ class Reconciler:
                 run_id = self._stage_run(writer, runs, build, run_ids, stage)
                 units = writer.get("probeUnits")
                 created = self.cluster.create(stage_object(build, stage, run_id, units))
-                what = f"{kind} {child}" + (f" ({units} probe units)" if stage == "probe" and units else "")
-                self._enter(writer, stage, kind, child, f"{'created' if created else 'found'} {what}")
+                if not created:
+                    log.info("%s/%s: %s %s already existed; following it", namespace, name, kind, child)
+                self._enter(writer, stage, kind, child)
                 writer.flush()
                 return str(writer.get("phase"))
             state = job_state(existing)
             if state.running:
-                self._enter(writer, stage, kind, child, f"{kind} {child} is running")
+                self._enter(writer, stage, kind, child)
                 writer.flush()
                 return str(writer.get("phase"))
             if state.failed:
@@ -212,7 +216,7 @@ class Reconciler:
                 self._end_runs(runs, run_ids, stage, RUN_FAILED)
                 writer.flush()
                 return FAILED
-            self._after(writer, runs, run_ids, stage)
+            self._after(writer, runs, run_ids, stage, build)
             if writer.get("phase") == FAILED:
                 writer.flush()
                 return FAILED
@@ -266,14 +270,20 @@ class Reconciler:
             writer.flush()
         return run_ids[group]
 
-    def _enter(self, writer: StatusWriter, stage: str, kind: str, child: str, message: str) -> None:
+    def _enter(self, writer: StatusWriter, stage: str, kind: str, child: str) -> None:
         phase = PHASE_OF_STAGE[stage]
+        units = writer.get("probeUnits")
+        message = f"{kind} {child} running"
+        if stage == "probe" and units:
+            message += f" ({units} probe units)"
         writer.set(stage=stage, jobs={**(writer.get("jobs") or {}), stage: child})
         writer.condition(CONDITION_OF_STAGE[stage], "False", phase, f"{stage}: {message}")
         writer.condition(READY, "False", phase, f"{stage}: {message}")
         writer.phase(phase, phase, f"{stage}: {message}")
 
-    def _after(self, writer: StatusWriter, runs: StageRuns, run_ids: dict[str, str], stage: str) -> None:
+    def _after(
+        self, writer: StatusWriter, runs: StageRuns, run_ids: dict[str, str], stage: str, build: Build
+    ) -> None:
         """Read back what a finished stage produced (from its MLflow run) and close what it closes."""
         if stage == "plan":
             units = runs.tags(run_ids["probe"]).get(review.PROBE_UNITS)
@@ -287,7 +297,7 @@ class Reconciler:
                 )
                 return
             writer.set(probeUnits=int(units))
-        elif stage in ("merge", "probe"):
+        elif stage == "merge" or (stage == "probe" and "merge" not in build.stages):
             tags = runs.tags(run_ids["probe"])
             selected, top = (
                 layer_list(tags.get(review.SELECTED_LAYERS)),

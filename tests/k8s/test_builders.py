@@ -42,6 +42,8 @@ def test_the_exact_probe_is_an_indexed_job_with_one_completion_per_unit() -> Non
         "completionMode": "Indexed", "completions": 8, "parallelism": 3, "backoffLimitPerIndex": 1,
     }  # fmt: skip
     assert built["metadata"]["ownerReferences"] == [OWNER]
+    fail_fast = spec["podFailurePolicy"]["rules"][0]
+    assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == [2]  # bad input
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == [

@@ -95,6 +95,9 @@ async def test_a_resource_runs_plan_probe_merge_train_register_to_succeeded(
 
         await set_job_status(kmock, f"{base}-probe", completed(5))
         merge = await wait_for(lambda: job(kmock, f"{base}-merge"), what="the merge Job")
+        probed = next(c for c in status(kmock, "arith")["conditions"] if c["type"] == "Probed")
+        assert probed["status"] == "False"  # not before the merge has the report
+        assert MlflowClient(mlflow_server.uri).get_run(run_ids["probe"]).info.status == "RUNNING"
         assert merge["spec"]["template"]["spec"]["containers"][0]["command"][:3] == [
             "layerpilot",
             "probe",
