@@ -19,6 +19,12 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing layerpilot into $(VENV) (a few minutes the first time; log: $(INSTALL_LOG))"
 	@: > $(INSTALL_LOG)
+	@# bubblewrap isolates code_tests completions; best effort: without it the sandbox uses rlimits only.
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap \
+			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }; } \
+		>> $(INSTALL_LOG) 2>&1; } \
+		|| echo "bubblewrap not installed (needs root and apt-get; see $(INSTALL_LOG)): code_tests falls back to rlimits"
 	@# torch first and pinned: unpinned, pip resolves a CUDA build of several GB.
 	@( $(PIP) --upgrade pip && $(PIP) torch==2.13.0 && $(PIP) -c constraints.txt -e ".[dev]" ) \
 		>> $(INSTALL_LOG) 2>&1 || { tail -n 40 $(INSTALL_LOG); echo "install failed; see $(INSTALL_LOG)"; exit 1; }

@@ -47,6 +47,15 @@ def adapt(
     ] = None,
     parallel: ParallelOpt = None,
     max_steps: MaxStepsOpt = None,
+    from_phase: Annotated[
+        str,
+        typer.Option(
+            "--from-phase",
+            metavar="PHASE",
+            help="Re-run from probe, train (train again from step 0; the old training is kept aside), "
+            "eval or register, reusing what the earlier phases left in --workdir.",
+        ),
+    ] = "probe",
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
@@ -64,6 +73,7 @@ def adapt(
             mode=mode.value if mode is not None else None,
             parallel=parallel,
             max_steps=max_steps,
+            from_phase=from_phase,
             progress=shown,
         )
     finish(result.to_json(), spec.mlflow.registered_model, as_json)

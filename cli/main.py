@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cli import adapt, evaluate, k8s, patch, plan, probe, register, registry, rewards, train
+from cli import mlflow as mlflow_commands
 from cli.base import App
 from cli.verbosity import quiet_libraries, verbose_from_env
 
@@ -25,6 +26,7 @@ app = App(
 for group in (adapt.app, probe.app, train.app, evaluate.app, patch.app, plan.app, registry.app, rewards.app):
     app.add_typer(group)
 app.add_typer(register.app)  # the last stage of adapt on its own
+app.add_typer(mlflow_commands.app)  # replay what a tracking outage kept in a workdir
 for group in (k8s.app, k8s.operator_app):
     app.add_typer(group)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from cli.progress import progress_display
 from cli.runs import tracked
 from cli.tables import layer_table, plain_table, probe_heading
 from service.errors import LayerpilotError, SpecError
+from service.files import write_json
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
 from service.spec.loading import load_spec
 from service.spec.models import LayerAdaptationSpec, ProbeMode, SelectionSpec
@@ -159,8 +159,7 @@ def plan(
             raise LayerpilotError(
                 f"could not record the plan in MLflow run {run.run_id}; see the warning above"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "probe_plan.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out_dir / "probe_plan.json", result)
     emit(
         result,
         as_json,

@@ -24,6 +24,7 @@ from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
 from service.probe.report import LAYER_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
 from service.spec.models import API_VERSION, KIND, LayerAdaptation, LayerAdaptationSpec
 from service.tracking import records, review
+from service.tracking.sync import LOCAL_RUN_TAG, SYNC_FIELDS
 from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
 
 ENVIRONMENT: dict[str, str] = {
@@ -35,6 +36,8 @@ ENVIRONMENT: dict[str, str] = {
     "LAYERPILOT_PROGRESS_SECONDS": "seconds between progress lines when stderr is not a terminal (10)",
     "LAYERPILOT_DEBUG=1": "the traceback of an unexpected failure",
     "LAYERPILOT_USER": "who promoted a version (default: the login name)",
+    "LAYERPILOT_SANDBOX": "`code_tests` isolation: `auto` (bubblewrap when it runs, else rlimits), "
+    "`bubblewrap` or `rlimits`",
     "JOB_COMPLETION_INDEX": "the unit of `probe --layer-index job` (set by Kubernetes in Indexed Jobs)",
     "HF_HUB_OFFLINE, HF_HUB_CACHE, HF_HOME, HF_TOKEN": "Hugging Face cache and access for `hf://` models",
 }
@@ -219,6 +222,7 @@ def _files() -> Iterator[str]:
         (f"`{RUN_FILE}`", RUN_FILE_FIELDS),
         (f"`{RESULT_JSON}`", RESULT_FIELDS),
         ("`layerpilot register --json`", REGISTER_FIELDS),
+        ("`layerpilot mlflow sync --json`", SYNC_FIELDS),
     ):
         yield f"### {title}"
         yield ""
@@ -241,6 +245,11 @@ def _mlflow() -> Iterator[str]:
     yield "training, and `register`, in the parent run, adds the `eval` child and registers the version"
     yield "from the parent, linking the stage runs it finds under it."
     yield ""
+    yield "A call that could not reach MLflow is kept in the work directory's `mlflow_unlogged.jsonl`"
+    yield "(with its payload); `layerpilot mlflow sync WORKDIR` replays it, idempotently, once the server"
+    yield "is back. MLflow's own `MLFLOW_HTTP_REQUEST_*` variables, when you set them, take precedence"
+    yield "over layerpilot's retry policy."
+    yield ""
     yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in records.METRICS.items()))
     yield ""
     tags = {
@@ -253,6 +262,8 @@ def _mlflow() -> Iterator[str]:
         review.TOP_LAYERS: "the probe's three best layers, best first, e.g. `4,3,5` (probe runs)",
         review.REGISTERED_MODEL: "the registered model a version was registered in (the run it comes from)",
         review.MODEL_VERSION: "that version's number (the run it comes from)",
+        review.PROBE_UNITS: "the exact probe's unit count, from `probe plan` (probe runs)",
+        LOCAL_RUN_TAG: "the placeholder id (`local-…`) a run created by `mlflow sync` replaces (runs)",
         review.LAYERS: "the trained layers (versions)",
         review.EVAL_SCORE: "eval score after training: what the promotion gate compares (versions)",
         review.EVAL_BEFORE: "eval score of the base model (versions)",

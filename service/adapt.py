@@ -7,9 +7,8 @@ per probe unit), the training and the evaluation; the result becomes a registere
 with alias `candidate` (what each run holds: `service.tracking.records`). Tracking never stops the
 job: what could not be logged stays on disk and is named at the end.
 
-The operator runs the stages as Jobs of their own (probe units, `probe merge`, `train`) and ends
-with `run_register`: the same evaluation and registration as the end of `adapt`
-(`evaluate_and_register`), from the run the operator created.
+The operator runs the stages as Jobs (units, `probe merge`, `train`) and ends with `run_register`:
+the same `evaluate_and_register` as the end of `adapt`, from the run the operator created.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from service.errors import LayerpilotError, SpecError, first_line
 from service.evaluation import evaluate
 from service.files import write_json
 from service.patch import read_patch
-from service.probe.report import ProbeReport, read_report
+from service.probe.report import REPORT_JSON, ProbeReport, read_report
 from service.probe.run import run_probe
 from service.progress import SILENT, Progress
 from service.spec.fingerprint import fingerprint
@@ -33,7 +32,7 @@ from service.tracking import records, review
 from service.tracking.ledger import NotLogged
 from service.tracking.runs import TrackedRun, Tracker
 from service.tracking.uris import where_to_look
-from service.training.trainer import TrainResult, train
+from service.training.trainer import TrainResult, finished_run, train
 
 PROBE_DIR = "probe"
 TRAIN_DIR = "train"
@@ -117,14 +116,20 @@ def adapt(
     parallel: int | None = None,
     max_steps: int | None = None,
     register: bool = True,
+    from_phase: str = "probe",
     progress: Progress = SILENT,
     tracker: Tracker | None = None,
 ) -> AdaptResult:
-    """Run the whole job into `workdir`; returns what a reviewer needs to decide on the result."""
+    """Run the whole job into `workdir`; returns what a reviewer needs to decide on the result.
+
+    `from_phase` reuses what earlier phases left: `train` keeps the probe report and trains from step
+    0 (the old training moves to `train.before-<time>`); `eval`/`register` keep the finished training.
+    """
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     probe_dir, train_dir = workdir / PROBE_DIR, workdir / TRAIN_DIR
     chosen_mode = mode or spec.probe.mode
+    _check_from_phase(from_phase, probe_dir, train_dir, spec, max_steps)
     tracker = tracker or Tracker.for_spec(spec.mlflow, workdir)
     with tracker.start_run(f"adapt {spec.model.uri}", tags={review.STAGE: "adapt"}) as parent:
         records.log_spec(parent, spec)
@@ -133,9 +138,13 @@ def adapt(
 
         progress.note(f"probing the layers of {spec.model.uri} ({chosen_mode} mode)")
         with parent.child("probe", tags={review.STAGE: "probe"}) as probe_run:
-            report = run_probe(
-                spec, probe_dir, mode=chosen_mode, parallel=parallel, progress=progress, write=False
-            )
+            if from_phase == "probe":
+                report = run_probe(
+                    spec, probe_dir, mode=chosen_mode, parallel=parallel, progress=progress, write=False
+                )
+            else:
+                report = read_report(probe_dir / REPORT_JSON, "--from-phase")
+                progress.note(f"--from-phase {from_phase}: reusing the probe report in {probe_dir}")
             records.log_probe(probe_run, report, probe_dir, spec)
         run_ids["probe"] = probe_run.run_id or ""
         layers = report.selected
@@ -144,6 +153,10 @@ def adapt(
         progress.note(f"selected layers {layers} ({report.strategy}); RL-training only them")
         with parent.child("train", tags={review.STAGE: "train"}) as train_run:
             train_run.log_params({"layers": ",".join(map(str, layers))})
+            if from_phase == "train" and train_dir.exists():
+                aside = workdir / f"{TRAIN_DIR}.before-{time.strftime('%Y%m%dT%H%M%S')}"
+                train_dir.rename(aside)
+                progress.note(f"--from-phase train: the previous training is kept in {aside}")
             training = train(
                 spec,
                 layers,
@@ -186,6 +199,22 @@ def adapt(
     result.not_logged = tracker.summary()
     write_json(workdir / RESULT_JSON, result.to_json())
     return result
+
+
+PHASES = ("probe", "train", "eval", "register")  # `adapt --from-phase`
+
+
+def _check_from_phase(
+    phase: str, probe_dir: Path, train_dir: Path, spec: LayerAdaptationSpec, max_steps: int | None
+) -> None:
+    if phase not in PHASES:
+        raise SpecError("--from-phase", f"'{phase}' is not a phase", f"use one of {', '.join(PHASES)}")
+    if phase != "probe" and not (probe_dir / REPORT_JSON).is_file():
+        raise SpecError("--from-phase", f"{probe_dir} holds no probe report", "re-run from the probe phase")
+    steps = max_steps or spec.training.max_steps
+    if phase in ("eval", "register") and finished_run(train_dir, spec, steps) is None:
+        what = f"{train_dir} holds no training finished at {steps} steps"
+        raise SpecError("--from-phase", what, "re-run from the train phase, or without --from-phase")
 
 
 @dataclass
@@ -351,7 +380,7 @@ def run_register(
     with tracker.start_run(f"register {spec.model.uri}", tags={review.STAGE: "register"}) as parent:
         records.log_spec(parent, spec)
         parent.log_dict(spec.model_dump(mode="json", by_alias=True), "spec.json")
-        stages = parent.children_by(review.STAGE)
+        stages = records.child_runs(parent, review.STAGE)
         siblings: dict[str, str] = {role: stages[role] for role in ("probe", "train") if role in stages}
         outcome = evaluate_and_register(
             spec, report, patch_dir, tracker, parent, runs=siblings, progress=progress

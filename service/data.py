@@ -62,6 +62,8 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
         else:
             path = Path(uri)
             if path.is_file():
+                if not path.read_bytes()[:4096].strip():
+                    raise SpecError("dataset.uri", f"{path} is empty", "point it at a file with rows")
                 fmt = FILE_FORMATS.get(path.suffix.lower())
                 if fmt is None:
                     raise SpecError(
@@ -87,8 +89,17 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
     except KeyError:
         raise SpecError("dataset.split", f"no split '{split}' in {uri}", "name an existing split") from None
     except Exception as err:  # datasets raises many types; the user needs the one line
+        if Path(uri).is_file():  # a local file datasets cannot parse is the user's input to fix
+            raise SpecError(
+                "dataset.uri",
+                f"cannot read {uri} ({first_line(err)})",
+                "check that it holds rows in its format",
+            ) from None
         raise LayerpilotError(f"could not load dataset {uri}: {first_line(err)}") from err
-    return [dict(row) for row in loaded]
+    rows = [dict(row) for row in loaded]
+    if not rows:
+        raise SpecError("dataset.uri", f"{uri} has no rows (split '{split}')", "point it at data with rows")
+    return rows
 
 
 def _normalise(rows: list[Row], dataset: DatasetSpec) -> list[Row]:

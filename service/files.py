@@ -22,6 +22,8 @@ def atomic_write(target: Path, write: Callable[[Path], Any]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        with open(tmp, "rb") as written:  # on disk before the rename makes it visible
+            os.fsync(written.fileno())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -10,8 +10,11 @@ A training output directory holds
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from service import __version__
-from service.errors import LayerpilotError, SpecError
+from service.errors import LayerpilotError, SpecError, first_line
 from service.files import atomic_write, write_json
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
@@ -46,6 +49,8 @@ PATCH_META_FIELDS: dict[str, str] = {
     "createdAt": "when the patch was written (UTC)",
     "layerpilotVersion": "the layerpilot that wrote it",
     "trainedSteps": "optimizer steps behind the weights",
+    "tensorsBytes": "size of layer_patch.safetensors, checked before it is read",
+    "tensorsSha256": "SHA-256 of layer_patch.safetensors, checked before it is read",
     "spec": "the whole spec the run was trained with",
 }
 """Every field of `layer_patch.json` (the reference is generated from this)."""
@@ -179,6 +184,9 @@ def write_patch(
         "spec": dict(spec) if spec else None,
     }
     atomic_write(out_dir / PATCH_TENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    # The meta is written last and names the tensors file's size and hash: a pair torn by a kill
+    # between the two writes, or a file changed since, is refused on reading.
+    meta["tensorsBytes"], meta["tensorsSha256"] = _file_digest(out_dir / PATCH_TENSORS)
     write_json(out_dir / DELTAS, deltas.to_json())
     write_json(out_dir / PATCH_META, meta)
     return deltas
@@ -193,14 +201,47 @@ def read_patch(patch_dir: Path) -> LayerPatch:
             f"{patch_dir} holds no layer patch ({PATCH_META} and {PATCH_TENSORS})",
             "pass the --out directory of `layerpilot train`",
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("schemaVersion") != SCHEMA_VERSION:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
         raise SpecError(
             "PATCH_DIR",
-            f"patch schema {meta.get('schemaVersion')} is not {SCHEMA_VERSION}",
+            f"{meta_path} is not valid JSON ({error})",
+            "re-create the patch with `layerpilot train`",
+        ) from None
+    version = meta.get("schemaVersion") if isinstance(meta, dict) else None
+    if version != SCHEMA_VERSION:
+        raise SpecError(
+            "PATCH_DIR",
+            f"patch schema {version} is not {SCHEMA_VERSION}",
             "re-create it with this layerpilot version",
         )
-    return LayerPatch(tensors=load_file(str(tensor_path)), meta=meta)
+    expected = (meta.get("tensorsBytes"), meta.get("tensorsSha256"))
+    if expected != (None, None) and _file_digest(tensor_path) != expected:
+        raise SpecError(
+            "PATCH_DIR",
+            f"{tensor_path} does not match the size and SHA-256 recorded in {PATCH_META} "
+            "(changed or truncated since it was written)",
+            "re-create the patch with `layerpilot train --resume`, or restore the original file",
+        )
+    try:
+        # safetensors parses a header and raw tensors only: a pickle (or anything else) never runs.
+        tensors = load_file(str(tensor_path))
+    except Exception as error:
+        raise SpecError(
+            "PATCH_DIR",
+            f"{tensor_path} is not a safetensors file ({first_line(str(error)) or type(error).__name__})",
+            "re-create the patch with `layerpilot train`",
+        ) from None
+    return LayerPatch(tensors=tensors, meta=meta)
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return path.stat().st_size, digest.hexdigest()
 
 
 def apply_to_model(model: torch.nn.Module, patch: LayerPatch) -> None:
@@ -258,8 +299,17 @@ def apply_patch(base_uri: str, patch_dir: Path, out_dir: Path, revision: str | N
         raise SpecError("OUT", f"{out_dir} is not empty", "choose a new directory; nothing was overwritten")
     model, tokenizer = load_model_and_tokenizer(model_spec)
     apply_to_model(model, patch)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    write_json(out_dir / "layerpilot_patch.json", patch.meta)
+    # Written beside OUT and renamed into place: a killed apply leaves no half model at OUT.
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        write_json(partial / "layerpilot_patch.json", patch.meta)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(partial, out_dir)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return {"outDir": out_dir, "layers": patch.layers, "tensors": len(patch.tensors)}

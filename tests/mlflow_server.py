@@ -95,7 +95,7 @@ def launch(args: list[str], url: str, root: Path) -> MlflowServer:
     # The server's job runner (7 huey consumer processes, polling all the time) would take about a
     # core of these 2-core machines from the tests; layerpilot runs no MLflow server jobs.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:  # a restarted server's log follows the crashed one's
         process = subprocess.Popen(
             args, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=root, env=env
         )
@@ -109,8 +109,13 @@ def launch(args: list[str], url: str, root: Path) -> MlflowServer:
     return server
 
 
-def start_server(root: Path) -> MlflowServer:
-    port = free_port()
+def start_server(root: Path, port: int | None = None) -> MlflowServer:
+    """A server on `port` (default: a free one) whose store and artifacts live in `root`.
+
+    Started again with the same `root` and `port`, it is the same server after a crash: the same
+    URI, the same backend store and artifacts.
+    """
+    port = port or free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     args = [
         mlflow, "server",

@@ -87,6 +87,12 @@ def load_model_and_tokenizer(
     token and left padding, because GRPO generates from batches of prompts of different lengths.
     """
     path = _checked_model_dir(model)
+    if not any(next(path.glob(pattern), None) for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")):
+        raise SpecError(
+            "model.uri",
+            f"{model.uri} has a config.json but no weights ({path})",
+            "point model.uri at a directory written by save_pretrained, weights included",
+        )
     target = torch.device(device) if device is not None else torch.device("cpu")
     load_dtype: torch.dtype | str = dtype if dtype is not None else "auto"
     if dtype is None and target.type == "cpu":

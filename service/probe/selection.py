@@ -52,9 +52,16 @@ def select_layers(selection: SelectionSpec, report: ProbeReport) -> list[int]:
     return positional_layers(selection.strategy, selection.k, num_layers)
 
 
-def layers_from_report(report_path: Path) -> list[int]:
-    """The `selected` layers of a probe_report.json."""
-    selected = read_report(report_path, "--from-probe").selected
+def layers_from_report(report_path: Path, model_uri: str | None = None) -> list[int]:
+    """The `selected` layers of a probe_report.json (of `model_uri`, when given)."""
+    report = read_report(report_path, "--from-probe")
+    if model_uri is not None and report.model != model_uri:
+        raise SpecError(
+            "--from-probe",
+            f"{report_path} is a probe of {report.model}, not of {model_uri}",
+            "probe this model first, or pass --layers",
+        )
+    selected = report.selected
     if not selected:
         raise SpecError("--from-probe", f"{report_path} has no selected layers", "re-run `layerpilot probe`")
     return selected
@@ -74,7 +81,9 @@ def layers_for_training(
     if layers is not None:
         return check_layer_indices(layers, count, field="--layers")
     if probe_report is not None:
-        return check_layer_indices(layers_from_report(probe_report), count, field="--from-probe")
+        return check_layer_indices(
+            layers_from_report(probe_report, spec.model.uri), count, field="--from-probe"
+        )
     selection = spec.selection
     if selection.strategy == Strategy.manual.value:
         return check_layer_indices(list(selection.layers or []), count, field="selection.layers")

@@ -18,7 +18,7 @@ from typing import Any
 
 from service.errors import SpecError
 from service.evaluation import evaluate
-from service.files import write_json
+from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
 from service.patch import PATCH_TENSORS
 from service.progress import SILENT, Progress
@@ -154,4 +154,4 @@ def _claim_run_dir(run_dir: Path, probe_hash: str) -> None:
     if run_dir.exists() and (not marker.is_file() or marker.read_text().strip() != probe_hash):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(probe_hash + "\n")
+    atomic_write(marker, lambda tmp: tmp.write_text(probe_hash + "\n"))

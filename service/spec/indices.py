@@ -32,6 +32,8 @@ def parse_layer_list(text: str, field: str = "--layers") -> list[int]:
         try:
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
+                if int(hi) < int(lo):
+                    raise SpecError(field, f"'{part}' is a reversed range", f"write {hi}-{lo}")
                 out.extend(range(int(lo), int(hi) + 1))
             else:
                 out.append(int(part))

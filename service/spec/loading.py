@@ -30,8 +30,19 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> LayerAdaptationSpec
     path = Path(source)
     if not path.is_file():
         raise SpecError("SPEC", f"no file at {path}", "pass the path of a LayerAdaptation YAML file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise SpecError(
+            "SPEC", f"{path} is empty", "write a LayerAdaptation document (examples/demo.yaml is one to copy)"
+        )
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if not text or "\x00" in text:
+        raise SpecError("SPEC", f"{path} is not a text file", "pass a LayerAdaptation YAML file")
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -40,7 +51,7 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> LayerAdaptationSpec
             "SPEC", f"{path} is not valid YAML{where} ({problem})", "fix the YAML syntax"
         ) from None
     if data is None:
-        data = {}
+        raise SpecError("SPEC", f"{path} holds only comments", "write a LayerAdaptation document")
     if not isinstance(data, dict):
         raise SpecError(
             "SPEC", f"{path} holds a {type(data).__name__}, not a mapping", "write a LayerAdaptation document"

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +17,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
+
+from service.tracking.uris import LOCAL_ARTIFACTS, local_db_path
 
 # MLflow writes "🏃 View run … at: URL" to stdout whenever a run on a server ends (one extra request
 # each). Stdout carries the caller's results (`--json`), and layerpilot says where runs are itself.
@@ -50,3 +55,44 @@ def client_for(tracking_uri: str) -> Any:
 def error_code(error: BaseException) -> str | None:
     """MLflow's error code (`RESOURCE_DOES_NOT_EXIST`, …), or None for a non-MLflow error."""
     return error.error_code if isinstance(error, MlflowException) else None
+
+
+LOCAL_RUN_PREFIX = "local-"  # the placeholder id of a run MLflow never created
+_METRIC_KEY = re.compile(r"[^/\w.\- ]")
+
+
+def metric_key(key: Any) -> str:
+    """A metric name MLflow accepts: `_` for the characters it would reject.
+
+    >>> metric_key("rewards/acc(x)")
+    'rewards/acc_x_'
+    """
+    return _METRIC_KEY.sub("_", str(key))
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_local_id() -> str:
+    return LOCAL_RUN_PREFIX + uuid.uuid4().hex
+
+
+def ensure_experiment(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of experiment `name`, creating it (artifacts beside a local store) when it does not exist."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    db = local_db_path(tracking_uri)
+    location = (db.parent / LOCAL_ARTIFACTS).as_uri() if db is not None else None
+    try:
+        return str(client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS))
+    except MlflowException as error:  # created meanwhile by a parallel Job
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise error from None
+        return str(found.experiment_id)

@@ -15,9 +15,12 @@ Metric names follow one scheme in every run, `section/name`:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from service.patch import PATCH_FILES
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
@@ -26,8 +29,11 @@ from service.progress import StepHook
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec, ProbeMode
 from service.tracking import review
+from service.tracking.retries import short_error, with_retries
 from service.tracking.runs import TrackedRun
 from service.training.trainer import TrainResult
+
+log = logging.getLogger(__name__)
 
 METRICS: dict[str, str] = {
     "train/<TRL metric>": "TRL's step metrics (reward, loss, rewards/<name>/mean, …) at each step",
@@ -209,3 +215,33 @@ def evaluation_summary(before: float, after: float, items: int) -> dict[str, flo
 
 def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {key if key.startswith(prefix) else prefix + key: value for key, value in metrics.items()}
+
+
+def child_runs(run: TrackedRun, tag: str) -> dict[str, str]:
+    """Run ids of this run's children that carry `tag`, by the tag's value (the newest of each).
+
+    How the last stage of a job finds its siblings: the operator's stage runs under the run it
+    created, tagged `layerpilot.stage`. A read, not a log: when MLflow does not answer, the
+    answer is empty (with a warning), and nothing is recorded as not logged.
+    """
+    if run.run_id is None:
+        return {}
+    run_id, client = run.run_id, run.tracker.client
+
+    def search() -> list[Any]:
+        experiment = run.experiment_id or client.get_run(run_id).info.experiment_id
+        return list(
+            client.search_runs(
+                [experiment],
+                filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=1000,
+            )
+        )
+
+    try:
+        found = with_retries(run.tracker.retry, search)
+    except Exception as error:
+        log.warning("MLflow: cannot list the child runs of %s (%s)", run_id, short_error(error))
+        return {}
+    return {child.data.tags[tag]: child.info.run_id for child in found if tag in child.data.tags}

@@ -1,8 +1,10 @@
 """MLflow runs that never cost finished work: the tracker, its runs, and what they log.
 
-Every call has bounded retries with exponential backoff (`service.tracking.retries`); a call that
-still fails is recorded in the ledger (with its payload kept on disk) instead of raised, and
-`Tracker.summary()` says in one line what did not reach MLflow.
+Every call has bounded retries with backoff (MLflow's own, bounded by `service.tracking.retries`);
+a call that still fails is recorded in the ledger (with its payload kept on disk) instead of
+raised, and `Tracker.summary()` says in one line what did not reach MLflow. `layerpilot mlflow
+sync` replays the ledger: a run never created has a placeholder id (`local-…`) its later calls and
+children name; metric points keep their timestamps; a JSON artifact is kept as a file.
 
 The run tree: one parent run per `adapt`/`demo` (or the run an operator created, adopted from
 `MLFLOW_RUN_ID`), with nested child runs (tag `mlflow.parentRunId`) for probes and training. What
@@ -14,28 +16,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from service import __version__
 from service.errors import LayerpilotError, SpecError
 from service.spec.models import MlflowSpec
-from service.tracking.client import EXPERIMENT_TAGS, client_for, error_code
-from service.tracking.ledger import UNLOGGED_FILE, Ledger, NotLogged
+from service.tracking.client import (
+    client_for,
+    ensure_experiment,
+    error_code,
+    is_number,
+    metric_key,
+    new_local_id,
+    now_ms,
+)
+from service.tracking.ledger import UNLOGGED_FILE, Ledger, NotLogged, inside, metric_points
 from service.tracking.registry import Registry
 from service.tracking.retries import RetryPolicy, is_transient, short_error, with_retries
 from service.tracking.uris import (
     ENV_TRACKING_URI,
-    LOCAL_ARTIFACTS,
     local_db_path,
     resolve_tracking_uri,
     run_url,
@@ -46,9 +54,6 @@ log = logging.getLogger(__name__)
 ENV_RUN_ID = "MLFLOW_RUN_ID"  # set by the operator on Jobs: log into the run it created
 UNLOGGED_DIR = "mlflow_unlogged"
 T = TypeVar("T")
-
-
-_METRIC_KEY = re.compile(r"[^/\w.\- ]")
 
 
 class Tracker:
@@ -66,9 +71,12 @@ class Tracker:
         self.experiment_name = experiment
         self.local_dir = local_dir
         self.retry = retry or RetryPolicy.from_env()
-        self.ledger = Ledger(local_dir / UNLOGGED_FILE)
+        self.ledger = Ledger(local_dir / UNLOGGED_FILE, tracking_uri=tracking_uri)
         self._down_until: float | None = None  # set while MLflow is known unreachable (see RetryPolicy)
         self._experiment_id: str | None = None
+        # The request of a registration that just failed: attached to the caller's `registration`
+        # entry (see `record`), so that `mlflow sync` can register the version later.
+        self._registration: tuple[dict[str, Any], str | None] | None = None
         db = local_db_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -88,11 +96,12 @@ class Tracker:
         what: str,
         payload: dict[str, Any],
         action: Callable[[], T],
+        local_run_id: str | None = None,
     ) -> tuple[bool, T | None]:
         """Run one MLflow call under the retry policy; on final failure record it and return (False, None)."""
         if self._down_until is not None and time.monotonic() < self._down_until:
             error = "skipped: MLflow was unreachable moments before"
-            self.record(NotLogged(kind, count, run_id, what, error, True, payload), quiet=True)
+            self.record(NotLogged(kind, count, run_id, what, error, True, payload, local_run_id), quiet=True)
             return False, None
         try:
             result = with_retries(self.retry, action, attempts=1 if self._down_until is not None else None)
@@ -102,7 +111,8 @@ class Tracker:
             transient = is_transient(error)
             if transient:
                 self._mark_down()
-            self.record(NotLogged(kind, count, run_id, what, short_error(error), transient, payload))
+            reason = short_error(error)
+            self.record(NotLogged(kind, count, run_id, what, reason, transient, payload, local_run_id))
             return False, None
         self._down_until = None
         return True, result
@@ -111,6 +121,14 @@ class Tracker:
         self._down_until = time.monotonic() + self.retry.cooldown_s
 
     def record(self, failure: NotLogged, quiet: bool = False) -> None:
+        if failure.kind == "registration" and self._registration is not None:
+            request, local_run_id = self._registration
+            self._registration = None
+            failure = replace(
+                failure,
+                payload={**request, **failure.payload},
+                local_run_id=failure.local_run_id or local_run_id,
+            )
         self.ledger.record(failure, quiet=quiet)
 
     @property
@@ -130,22 +148,8 @@ class Tracker:
     def experiment_id(self) -> str:
         """The experiment's id, creating it (artifacts beside a local store) when it does not exist."""
         if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(self.experiment_name)
-            if found is None:
-                db = local_db_path(self.tracking_uri)
-                location = (db.parent / LOCAL_ARTIFACTS).as_uri() if db is not None else None
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, artifact_location=location, tags=EXPERIMENT_TAGS
-                    )
-                except MlflowException as error:  # created meanwhile by a parallel Job
-                    found = self.client.get_experiment_by_name(self.experiment_name)
-                    if found is None:
-                        raise error from None
-                    self._experiment_id = found.experiment_id
-            else:
-                self._experiment_id = found.experiment_id
-        return cast(str, self._experiment_id)
+            self._experiment_id = ensure_experiment(self.client, self.tracking_uri, self.experiment_name)
+        return self._experiment_id
 
     def start_run(self, name: str, tags: Mapping[str, Any] | None = None) -> TrackedRun:
         """The parent run: the operator's (env `MLFLOW_RUN_ID`) if set, else a new one.
@@ -158,20 +162,43 @@ class Tracker:
         return self._create(name, tags or {}, parent=None)
 
     def _create(self, name: str, tags: Mapping[str, Any], parent: TrackedRun | None) -> TrackedRun:
+        """A new run (a child of `parent`); one MLflow did not create gets a placeholder id instead."""
         all_tags = {"layerpilot.version": __version__, **{k: str(v) for k, v in tags.items()}}
-        if parent is not None:
-            all_tags[MLFLOW_PARENT_RUN_ID] = str(parent.run_id)
+        if parent is not None and parent.run_id is not None:
+            all_tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
+        started = now_ms()
+        resolved = resolve_tags(all_tags)  # here, not at a replay: the context is this process's
+        local_id = new_local_id()
+        payload: dict[str, Any] = {
+            "name": name,
+            "parent": parent.ref if parent is not None else None,
+            "experiment": self.experiment_name,
+            "experimentId": parent.experiment_id if parent is not None else self._experiment_id,
+            "startTime": started,
+            "tags": resolved,
+        }
+        what = f"run {name}"
+        if parent is not None and parent.run_id is None:
+            failure = NotLogged("run", 1, None, what, "parent run was never created", True, payload, local_id)
+            self.record(failure)
+            return TrackedRun(self, None, None, name, local_id=local_id)
 
         def create() -> tuple[str, str]:
-            experiment = (parent.experiment_id if parent else None) or self.experiment_id()
-            run = self.client.create_run(experiment, run_name=name, tags=resolve_tags(all_tags))
+            if parent is None:
+                experiment = self.experiment_id()
+            else:
+                if parent.experiment_id is None:  # adopted while MLflow did not answer
+                    parent.experiment_id = str(self.client.get_run(str(parent.run_id)).info.experiment_id)
+                experiment = parent.experiment_id
+            payload["experimentId"] = experiment
+            run = self.client.create_run(experiment, start_time=started, tags=resolved, run_name=name)
             return run.info.run_id, experiment
 
-        ok, created = self.attempt(
-            "run", 1, parent.run_id if parent else None, f"run {name}", all_tags, create
-        )
-        run_id, experiment_id = created if ok and created else (None, None)
-        return TrackedRun(self, run_id, experiment_id, name)
+        parent_id = parent.run_id if parent is not None else None
+        ok, created = self.attempt("run", 1, parent_id, what, payload, create, local_run_id=local_id)
+        if not ok or not created:
+            return TrackedRun(self, None, None, name, local_id=local_id)
+        return TrackedRun(self, created[0], created[1], name)
 
     def _adopt(self, run_id: str, tags: Mapping[str, Any]) -> TrackedRun:
         try:
@@ -199,14 +226,24 @@ class Tracker:
 
     def register_patch(self, run: TrackedRun, patch_dir: Path, **review: Any) -> dict[str, Any]:
         """Register the patch from `run` (see `Registry.register_patch`); raises when MLflow is down."""
+        request = {
+            "patchDir": str(Path(patch_dir).absolute()),
+            "workdirPath": inside(Path(patch_dir), self.local_dir),
+            "run": run.ref,
+            "experimentId": run.experiment_id,
+            "review": {key: value for key, value in review.items() if key != "flavor"},
+        }
+        self._registration = (request, run.local_id)
         if run.run_id is None:
             raise LayerpilotError(
                 f"cannot register the patch: MLflow at {self.tracking_uri} never created the run"
             )
         registry = Registry(self.tracking_uri, retry=self.retry)
-        return registry.register_patch(
+        registered = registry.register_patch(
             patch_dir, run_id=run.run_id, experiment_id=run.experiment_id, **review
         )
+        self._registration = None
+        return registered
 
 
 class TrackedRun:
@@ -219,12 +256,19 @@ class TrackedRun:
         experiment_id: str | None,
         name: str,
         adopted: bool = False,
+        local_id: str | None = None,
     ) -> None:
         self.tracker = tracker
         self.run_id = run_id
         self.experiment_id = experiment_id
         self.name = name
         self.adopted = adopted  # the operator's run: its owner, not this process, ends it
+        self.local_id = local_id  # the placeholder of a run MLflow never created (`local-…`)
+
+    @property
+    def ref(self) -> str | None:
+        """The run as the ledger names it: its MLflow id, else its placeholder."""
+        return self.run_id or self.local_id
 
     @property
     def url(self) -> str | None:
@@ -233,9 +277,11 @@ class TrackedRun:
     def _log(
         self, kind: str, count: int, what: str, payload: dict[str, Any], action: Callable[[str], Any]
     ) -> bool:
-        if self.run_id is None:
-            failure = NotLogged(kind, count, None, what, "the run was never created", True, payload)
-            self.tracker.record(failure)
+        if self.run_id is None:  # already warned about when the run was not created
+            failure = NotLogged(
+                kind, count, None, what, "the run was never created", True, payload, self.local_id
+            )
+            self.tracker.record(failure, quiet=True)
             return False
         run_id = self.run_id
         ok, _ = self.tracker.attempt(kind, count, run_id, what, payload, lambda: action(run_id))
@@ -243,53 +289,7 @@ class TrackedRun:
 
     def child(self, name: str, tags: Mapping[str, Any] | None = None) -> TrackedRun:
         """A nested run (tag `mlflow.parentRunId`), e.g. one per probed layer."""
-        if self.run_id is None:
-            self.tracker.record(
-                NotLogged("run", 1, None, f"run {name}", "parent run was never created", True, {})
-            )
-            return TrackedRun(self.tracker, None, None, name)
-        if self.experiment_id is None:
-            ok, run = self.tracker.attempt(
-                "run",
-                1,
-                self.run_id,
-                f"run {name}",
-                {},
-                lambda: self.tracker.client.get_run(str(self.run_id)),
-            )
-            if not ok or run is None:
-                return TrackedRun(self.tracker, None, None, name)
-            self.experiment_id = run.info.experiment_id
         return self.tracker._create(name, tags or {}, parent=self)
-
-    def children_by(self, tag: str) -> dict[str, str]:
-        """Run ids of this run's children that carry `tag`, by the tag's value (the newest of each).
-
-        How the last stage of a job finds its siblings: the operator's stage runs under the run it
-        created, tagged `layerpilot.stage`. A read, not a log: when MLflow does not answer, the
-        answer is empty (with a warning), and nothing is recorded as not logged.
-        """
-        if self.run_id is None:
-            return {}
-        run_id, client = self.run_id, self.tracker.client
-
-        def search() -> list[Any]:
-            experiment = self.experiment_id or client.get_run(run_id).info.experiment_id
-            return list(
-                client.search_runs(
-                    [experiment],
-                    filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'",
-                    order_by=["attributes.start_time ASC"],
-                    max_results=1000,
-                )
-            )
-
-        try:
-            found = with_retries(self.tracker.retry, search)
-        except Exception as error:
-            log.warning("MLflow: cannot list the child runs of %s (%s)", run_id, short_error(error))
-            return {}
-        return {run.data.tags[tag]: run.info.run_id for run in found if tag in run.data.tags}
 
     def log_params(self, params: Mapping[str, Any]) -> bool:
         entries = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
@@ -301,15 +301,17 @@ class TrackedRun:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> bool:
         """Numeric values only; keys MLflow would reject get `_` for the offending characters."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         entries = [
-            Metric(_METRIC_KEY.sub("_", str(k)), float(v), now, step or 0)
-            for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
+            Metric(metric_key(k), float(v), now, step or 0) for k, v in metrics.items() if is_number(v)
         ]
         if not entries:
             return True
-        payload = {"step": step, "metrics": {m.key: m.value for m in entries}}
+        payload = {
+            "step": step,
+            "metrics": {m.key: m.value for m in entries},
+            "points": metric_points(entries),
+        }
         return self._log(
             "metric", len(entries), f"{len(entries)} metrics at step {step or 0}", payload,
             lambda rid: self.tracker.client.log_batch(rid, metrics=entries),
@@ -321,16 +323,19 @@ class TrackedRun:
     def log_layer_metrics(self, by_layer: Mapping[int, Mapping[str, Any]]) -> bool:
         """Per-layer values (`probe/score`, `delta/relative`, …) with step = layer index, in one batch,
         so the MLflow UI plots them against the layer axis."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         entries = [
-            Metric(_METRIC_KEY.sub("_", str(k)), float(v), now, int(layer))
+            Metric(metric_key(k), float(v), now, int(layer))
             for layer, values in by_layer.items()
             for k, v in values.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
+            if is_number(v)
         ]
         if not entries:
             return True
-        payload = {"byLayer": {str(layer): dict(values) for layer, values in by_layer.items()}}
+        payload = {
+            "byLayer": {str(layer): dict(values) for layer, values in by_layer.items()},
+            "points": metric_points(entries),
+        }
         return self._log(
             "metric", len(entries), f"{len(entries)} per-layer metrics", payload,
             lambda rid: self.tracker.client.log_batch(rid, metrics=entries),
@@ -347,7 +352,11 @@ class TrackedRun:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> bool:
         """A file or a whole directory; the local copy stays where it is either way."""
         what = f"artifact {path}"
-        payload = {"path": str(path), "artifactPath": artifact_path}
+        payload = {
+            "path": str(Path(path).absolute()),
+            "artifactPath": artifact_path,
+            "workdirPath": inside(Path(path), self.tracker.local_dir),
+        }
         client = self.tracker.client
         if Path(path).is_dir():
             return self._log(
@@ -359,12 +368,13 @@ class TrackedRun:
 
     def log_dict(self, data: Mapping[str, Any], name: str) -> bool:
         """A JSON artifact; when it cannot be logged it is written under the workdir instead."""
+        kept = Path(UNLOGGED_DIR) / (self.run_id or self.name) / name
         ok = self._log(
-            "artifact", 1, f"artifact {name}", {"name": name},
+            "artifact", 1, f"artifact {name}", {"name": name, "kept": str(kept)},
             lambda rid: self.tracker.client.log_dict(rid, dict(data), name),
         )  # fmt: skip
         if not ok:
-            keep = self.tracker.local_dir / UNLOGGED_DIR / (self.run_id or self.name) / name
+            keep = self.tracker.local_dir / kept
             keep.parent.mkdir(parents=True, exist_ok=True)
             keep.write_text(json.dumps(data, indent=2, default=str) + "\n")
         return ok
@@ -372,9 +382,10 @@ class TrackedRun:
     def end(self, status: str = "FINISHED") -> bool:
         if self.adopted:
             return True
+        ended = now_ms()
         return self._log(
-            "status", 1, f"status {status} of run {self.name}", {"status": status},
-            lambda rid: self.tracker.client.set_terminated(rid, status),
+            "status", 1, f"status {status} of run {self.name}", {"status": status, "endTime": ended},
+            lambda rid: self.tracker.client.set_terminated(rid, status, end_time=ended),
         )  # fmt: skip
 
     def __enter__(self) -> TrackedRun:

@@ -6,6 +6,7 @@ alone, and the result is written as a layer patch (see `service.patch`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,16 +19,16 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.data import load_rows
 from service.models.hub import resolve_model_dir
-from service.models.loading import load_model_and_tokenizer
+from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
 from service.models.weights import fingerprint_model_dir
-from service.patch import LayerDeltas, write_patch
+from service.patch import PATCH_META, LayerDeltas, write_patch
 from service.progress import SILENT, Progress, StepHook, reward_info
 from service.rewards.registry import build_rewards
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
-from service.training.rundir import CHECKPOINTS, prepare_run_dir, write_run_file
+from service.training.rundir import CHECKPOINTS, latest_checkpoint, prepare_run_dir, write_run_file
 
 
 @dataclass
@@ -82,6 +83,16 @@ def train(
     reward_funcs, weights = build_rewards(spec.rewards)
     train_rows, _ = load_rows(spec.dataset)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume)
+    if resume:
+        finished = finished_run(out_dir, spec, max_steps, started)
+        if finished is not None:
+            progress.note(
+                f"--resume: the run in {out_dir} already finished its {finished.global_step} steps; "
+                "nothing to train (raise --max-steps to train further)"
+            )
+            return finished
+        if resume_from is None:
+            progress.note(f"--resume: no checkpoint in {out_dir} yet; starting from step 0")
 
     model_dir = resolve_model_dir(spec.model.uri, spec.model.revision)
     model, tokenizer = load_model_and_tokenizer(
@@ -145,6 +156,35 @@ def train(
         total_parameters=total,
         deltas=deltas,
         metrics=metrics,
+    )
+
+
+def finished_run(
+    out_dir: Path, spec: LayerAdaptationSpec, max_steps: int, started: float | None = None
+) -> TrainResult | None:
+    """The result of a run that already reached `max_steps` (its patch and newest checkpoint agree)."""
+    meta_path, checkpoint = out_dir / PATCH_META, latest_checkpoint(out_dir)
+    if not meta_path.is_file() or checkpoint is None:
+        return None
+    meta = json.loads(meta_path.read_text())
+    steps = int(meta.get("trainedSteps") or 0)
+    if steps < max_steps or int(checkpoint.name.split("-")[1]) != steps:
+        return None
+    deltas = LayerDeltas.read(out_dir)
+    if deltas is None:
+        return None
+    _, total = count_parameters(load_empty_model(spec.model))
+    return TrainResult(
+        out_dir=out_dir,
+        layers=list(meta["layers"]),
+        global_step=steps,
+        max_steps=max_steps,
+        resumed_from=str(checkpoint),
+        seconds=time.perf_counter() - started if started is not None else 0.0,
+        trainable_parameters=int(meta.get("numParameters") or 0),
+        total_parameters=total,
+        deltas=deltas,
+        metrics={},
     )
 
 

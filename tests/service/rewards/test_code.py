@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import SpecError
-from service.rewards.code import extract_code
+from service.errors import LayerpilotError, SpecError
+from service.rewards import code as code_module
+from service.rewards import sandbox_child
+from service.rewards.code import extract_code, isolation
 from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, reward
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +131,19 @@ def test_code_tests_cannot_write_outside_its_directory(tmp_path: Path) -> None:
     assert (tmp_path / "keep.txt").read_text() == "keep"
 
 
+def test_code_tests_cannot_read_the_trainers_proc_files(caplog: pytest.LogCaptureFixture) -> None:
+    """The trainer's environment holds tokens; a trainer that is not root shares its uid with the child."""
+    caplog.set_level(logging.DEBUG, logger="service.rewards.code")
+    peeks = [
+        "import os\nprint(open(f'/proc/{os.getppid()}/environ').read())",
+        "import os\nos.symlink(f'/proc/{os.getppid()}/maps', 'maps')\nprint(open('maps').read())",
+    ]
+    assert reward("code_tests")(peeks, tests=["", ""]) == [0.0, 0.0]
+    assert caplog.text.count("reading another process's files is not allowed") == 2
+    own = "import os\nassert open('/proc/self/status').read() and open(f'/proc/{os.getpid()}/stat').read()"
+    assert reward("code_tests")([own], tests=[""]) == [1.0]
+
+
 def test_code_tests_cannot_start_programs_or_signal_the_trainer() -> None:
     codes = [
         "import subprocess\nsubprocess.run(['true'], check=True)",
@@ -206,3 +224,83 @@ def test_code_tests_runs_completions_concurrently() -> None:
     started = time.monotonic()
     assert func(["import time\ntime.sleep(60)"] * 8, tests=[""] * 8) == [0.0] * 8
     assert time.monotonic() - started < 8 * 1.0 / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# isolation: bubblewrap or rlimits, and a uid of its own per run when the trainer is root
+
+
+@pytest.fixture
+def fresh_isolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget what this process settled, so that the next reward settles (and logs) it again."""
+    monkeypatch.setattr(code_module, "_settled", {})
+
+
+def _use_isolation(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAYERPILOT_SANDBOX", kind)
+    try:
+        assert isolation() == kind
+    except LayerpilotError as err:
+        pytest.skip(str(err))
+
+
+@pytest.mark.usefixtures("fresh_isolation")
+def test_isolation_follows_layerpilot_sandbox_and_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="service.rewards.code")
+    monkeypatch.setenv("LAYERPILOT_SANDBOX", "rlimits")
+    reward("code_tests")
+    reward("code_tests", timeout=2.0)
+    assert isolation() == "rlimits"
+    assert caplog.text.count("code_tests sandbox: rlimits (LAYERPILOT_SANDBOX=rlimits)") == 1
+    monkeypatch.delenv("LAYERPILOT_SANDBOX")
+    assert isolation() == ("bubblewrap" if shutil.which("bwrap") else "rlimits")
+    assert caplog.text.count("code_tests sandbox:") == 2
+
+
+@pytest.mark.usefixtures("fresh_isolation")
+def test_layerpilot_sandbox_that_cannot_be_met_is_refused_when_the_reward_is_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LAYERPILOT_SANDBOX", "docker")
+    with pytest.raises(SpecError, match="LAYERPILOT_SANDBOX: 'docker' is not auto, bubblewrap or rlimits"):
+        reward("code_tests")
+    monkeypatch.setenv("LAYERPILOT_SANDBOX", "bubblewrap")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    with pytest.raises(LayerpilotError, match=r"apt-get install bubblewrap.*LAYERPILOT_SANDBOX=rlimits"):
+        reward("code_tests")
+    monkeypatch.setenv("LAYERPILOT_SANDBOX", "auto")
+    assert isolation() == "rlimits"
+
+
+def test_each_run_claims_a_uid_of_its_own() -> None:
+    with sandbox_child.claim_uid() as first, sandbox_child.claim_uid() as second:
+        assert first != second
+        assert {first, second} <= set(sandbox_child.RUN_UIDS)
+    with sandbox_child.claim_uid(switch=False) as none:
+        assert none is None
+
+
+UNPRIVILEGED = """
+import os, decimal, encodings.idna, json.tool, xml.dom.minidom
+assert os.getresuid()[0] in range(60100, 61100) and os.getgroups() == [], os.getresuid()
+assert not os.access("/etc/shadow", os.R_OK)
+assert "bücher".encode("idna") and decimal.Decimal("1.5") * 2 == 3
+try:
+    os.setuid(0)
+except PermissionError:
+    pass
+else:
+    raise AssertionError("became root again")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid switch is for a trainer running as root")
+@pytest.mark.parametrize("kind", ["bubblewrap", "rlimits"])
+def test_as_root_each_run_is_unprivileged_and_can_still_import(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even with the interpreter under root's 0700 home (pyenv as root), imports keep working."""
+    _use_isolation(kind, monkeypatch)
+    assert reward("code_tests")([UNPRIVILEGED, ADD], tests=["", ADD_TESTS]) == [1.0, 1.0]
