@@ -18,8 +18,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Column
 
 from cli.console import err
-from service.progress import UNITS, Phase
+from service.progress import SILENT, UNITS, Phase
 from service.progress import Progress as ProgressSink
+from service.ranks import is_main
 
 INTERVAL_ENV = "LAYERPILOT_PROGRESS_SECONDS"
 
@@ -130,7 +131,13 @@ def log_interval() -> float:
 
 @contextmanager
 def progress_display(console: Console = err) -> Iterator[ProgressSink]:
-    """The display for this process's stderr: bars on a terminal, plain lines otherwise."""
+    """The display for this process's stderr: bars on a terminal, plain lines otherwise.
+
+    Under a distributed launch only the main process shows progress (every rank runs the command).
+    """
+    if not is_main():
+        yield SILENT
+        return
     display = TerminalProgress(console) if console.is_terminal else LogProgress(console, log_interval())
     try:
         yield display

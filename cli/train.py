@@ -23,6 +23,7 @@ from cli.options import (
 from cli.progress import progress_display
 from cli.runs import tracked
 from cli.tables import plain_table
+from service.ranks import is_main
 from service.spec.indices import parse_layer_list
 
 app = App()
@@ -65,8 +66,13 @@ def train(
     chosen = layers_for_training(
         spec, layers=parse_layer_list(layers) if layers else None, probe_report=from_probe
     )
-    announce_defaults(spec_path, dataset, reward, spec)
-    with tracked(spec, f"train {spec.model.uri}", enabled=not no_mlflow) as run, progress_display() as shown:
+    main = is_main()  # under torchrun every rank trains; only the main one records and prints
+    if main:
+        announce_defaults(spec_path, dataset, reward, spec)
+    with (
+        tracked(spec, f"train {spec.model.uri}", enabled=not no_mlflow and main) as run,
+        progress_display() as shown,
+    ):
         shown.note(f"training layers {chosen} of {spec.model.uri} into {out_dir}")
         result = run_training(
             spec,
@@ -93,4 +99,5 @@ def train(
         )
         field("layer patch:", str(result.out_dir / PATCH_TENSORS))
 
-    emit(data, as_json, render)
+    if main:
+        emit(data, as_json, render)

@@ -104,6 +104,9 @@ def grpo_config_kwargs(
         # the embeddings require grad, sending gradients through every frozen layer below.
         "gradient_checkpointing": False,
         "dataloader_num_workers": 0,
+        # Under DDP: frozen layers never reach the reducer and every trained parameter gets a
+        # gradient each step, so the extra graph traversal that finds unused parameters is waste.
+        "ddp_find_unused_parameters": False,
         "remove_unused_columns": False,
         **LOSS_DEFAULTS[algo.loss_type],
     }

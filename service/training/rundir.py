@@ -15,6 +15,7 @@ from pathlib import Path
 from service.errors import SpecError
 from service.files import write_json
 from service.patch import PATCH_META
+from service.ranks import is_main
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec
 
@@ -80,7 +81,8 @@ def prepare_run_dir(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int],
     if checkpoint is None:
         if (out_dir / CHECKPOINTS).is_dir():
             log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
-        shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        if is_main():  # other ranks of a launch leave the cleaning to the main one
+            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return checkpoint
 
 

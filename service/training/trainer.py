@@ -22,8 +22,9 @@ from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
 from service.models.weights import fingerprint_model_dir
-from service.patch import PATCH_META, LayerDeltas, write_patch
+from service.patch import PATCH_META, LayerDeltas, compute_deltas, write_patch
 from service.progress import SILENT, Progress, StepHook, reward_info
+from service.ranks import is_main
 from service.rewards.registry import build_rewards
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
@@ -108,10 +109,11 @@ def train(
     if spec.training.gradient_checkpointing:
         _enable_checkpointing(model)
     params = dict(model.named_parameters())
-    base_state = {name: params[name].detach().to("cpu", copy=True) for name in trainable}
+    base_state = {name: _whole(params[name]).detach().to("cpu", copy=True) for name in trainable}
     n_trainable, total = count_parameters(model)
 
-    write_run_file(out_dir, spec, chosen, model_dir)
+    if is_main():
+        write_run_file(out_dir, spec, chosen, model_dir)
     trainer = build_trainer(
         model,
         tokenizer,
@@ -123,23 +125,26 @@ def train(
     progress.start("train", max_steps)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    trained_state = {name: params[name] for name in trainable}
-    deltas = write_patch(
-        out_dir,
-        trained=trained_state,
-        base=base_state,
-        layers=chosen,
-        layers_path=stack.path,
-        base_ref={
-            "uri": spec.model.uri,
-            "revision": spec.model.revision,
-            "fingerprint": fingerprint_model_dir(model_dir),
-            "modelType": stack.model_type,
-            "numLayers": len(stack),
-        },
-        spec=spec.model_dump(mode="json", by_alias=True),
-        extra={"trainedSteps": trainer.state.global_step},
-    )
+    trained_state = {name: _whole(params[name]) for name in trainable}  # a collective under FSDP2
+    if not is_main():  # every rank trained the same weights; the main process writes them
+        deltas = compute_deltas(base_state, trained_state, stack.path)
+    else:
+        deltas = write_patch(
+            out_dir,
+            trained=trained_state,
+            base=base_state,
+            layers=chosen,
+            layers_path=stack.path,
+            base_ref={
+                "uri": spec.model.uri,
+                "revision": spec.model.revision,
+                "fingerprint": fingerprint_model_dir(model_dir),
+                "modelType": stack.model_type,
+                "numLayers": len(stack),
+            },
+            spec=spec.model_dump(mode="json", by_alias=True),
+            extra={"trainedSteps": trainer.state.global_step},
+        )
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     last = history[-1] if history else {}
     metrics = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
@@ -157,6 +162,12 @@ def train(
         deltas=deltas,
         metrics=metrics,
     )
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a parameter FSDP2 shards (a DTensor; every rank must call this), else itself."""
+    full = getattr(tensor, "full_tensor", None)
+    return cast(torch.Tensor, full()) if callable(full) else tensor
 
 
 def finished_run(

@@ -1,0 +1,77 @@
+"""Under `torchrun` (2 processes, CPU, gloo) every rank trains; only the main process writes and prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from service.patch import read_patch
+from tests.mlflow_server import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+
+def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_RUN_ID", None)
+    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return subprocess.run([*torchrun, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.heavy
+def test_two_ranks_train_the_same_weights_and_one_patch_is_written(tmp_path: Path) -> None:
+    done = launch([str(REPO / "tests" / "service" / "training" / "rank_weights.py"), str(tmp_path)], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert rank0.keys() == rank1.keys() and all(k.startswith("model.layers.2.") for k in rank0)
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)  # DDP kept the replicas in step
+    patch = read_patch(tmp_path / "run")
+    assert patch.tensors.keys() == rank0.keys()
+    assert all(torch.equal(patch.tensors[k], rank0[k]) for k in rank0)
+
+
+@pytest.mark.heavy
+def test_the_cli_under_torchrun_prints_one_result_and_resumes(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
+        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+        "training": {"maxSteps": 4, "batchSize": 8, "saveSteps": 2},
+    }))  # fmt: skip
+    args = ["--no-python", str(BIN / "layerpilot"), "train", str(spec), "--layers", "2", "--out", "run"]
+    first = launch([*args, "--max-steps", "2", "--no-mlflow", "--json"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = json.loads(first.stdout)  # exactly one JSON document: one rank printed
+    assert result["globalStep"] == 2 and first.stderr.count("training layers [2]") == 1
+    patch = read_patch(tmp_path / "run")
+    assert patch.layers == [2] and all(k.startswith("model.layers.2.") for k in patch.tensors)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "deltas.json", "layer_patch.json", "layer_patch.safetensors", "run.json",
+    ]  # fmt: skip
+
+    resumed = launch([*args, "--resume", "--no-mlflow", "--json"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads(resumed.stdout)
+    assert again["globalStep"] == 4 and again["resumedFrom"].endswith("checkpoint-2")
+    assert read_patch(tmp_path / "run").meta["trainedSteps"] == 4
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2"])
+def test_the_shipped_launcher_configs_are_what_accelerate_reads(name: str) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(REPO / "examples" / "launchers" / f"{name}.yaml"))
+    assert config.distributed_type.value == {"ddp": "MULTI_GPU", "fsdp2": "FSDP", "zero2": "DEEPSPEED"}[name]
+    if name == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+    if name == "zero2":
+        assert config.deepspeed_config["zero_stage"] == 2
