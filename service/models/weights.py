@@ -8,7 +8,7 @@ and is applied only to a base whose weights hash the same.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -47,3 +47,26 @@ def _iter_weights(model_dir: Path) -> Iterator[tuple[str, str, tuple[int, ...], 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     flat = tensor.detach().contiguous().cpu().reshape(-1)
     return bytes(flat.view(torch.uint8).numpy().tobytes())
+
+
+def stored_tensors(model_dir: Path, names: Iterable[str]) -> dict[str, torch.Tensor] | None:
+    """The base model's own copy of `names`, read from its safetensors files (None if any is missing).
+
+    Training compares trained layers with these at the end instead of keeping a copy of them in
+    memory for the whole run (for full-model training that copy is a second model).
+    """
+    wanted, found = set(names), {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in wanted.intersection(handle.keys()):
+                found[name] = handle.get_tensor(name)
+    return found if found.keys() == wanted else None
+
+
+def has_stored_tensors(model_dir: Path, names: Iterable[str]) -> bool:
+    """Whether every one of `names` is in the model's safetensors files (reads headers only)."""
+    stored: set[str] = set()
+    for file in model_dir.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as handle:
+            stored.update(handle.keys())
+    return set(names) <= stored
