@@ -3,7 +3,8 @@
 A randomly initialised Qwen3 of about 150M parameters with a 32k vocabulary (a realistic output
 layer: the logits dominate generation) is saved once; then each configuration trains it for a few
 GRPO steps in a fresh process of its own (so peak RSS is that configuration's alone): full model,
-top-1 (a middle layer), top-3 (three middle layers), last-1. Step time is split into generation
+top-1 (a middle layer), top-3 (three middle layers), last-1, and LoRA (PEFT, r=16 on
+every linear layer of every decoder layer: the cheap RL users pick today). Step time is split into generation
 (TRL's `_generate_and_score_completions`, timed by a wrapper here) and the rest (loss, backward,
 optimizer). Beside each peak, its floor: the same process
 holding the model for generation (measured after loading it, libraries included) plus, for the
@@ -11,7 +12,7 @@ trained parameters only, gradients and two Adam states. "full" trains every deco
 the exact probe's `full` unit does), not the embeddings and output layer.
 
 Run: `.venv/bin/python benchmarks/memory_step_time.py [--steps 4]` (about 5 minutes on 2 cores).
-Not yet here: LoRA (PEFT r=16) as a row, the real SmolLM2 model, peak CUDA memory on a GPU.
+Not yet here: the real SmolLM2 model, peak CUDA memory on a GPU.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ CONFIGS = {
     "top-1 (layer 8)": [8],
     "top-3 (layers 7-9)": [7, 8, 9],
     "last-1 (layer 15)": [LAYERS - 1],
+    "LoRA r=16, all linear": [-1],
 }
+LORA = [-1]
 
 
 def build(model_dir: Path) -> int:
@@ -96,9 +99,12 @@ def child(model_dir: str, layers: list[int], steps: int, out: str) -> dict[str, 
         "training": {"maxSteps": steps, "batchSize": 8, "saveSteps": 10_000, "precision": "float32"},
     })  # fmt: skip
     started = time.perf_counter()
-    result = train(
-        spec, layers, Path(out), on_step=[lambda step, total, logs: marks.append(time.perf_counter())]
-    )
+    if layers == LORA:
+        trainable, total = _train_lora(spec, Path(out), lambda: marks.append(time.perf_counter()))
+    else:
+        hook = [lambda step, total, logs: marks.append(time.perf_counter())]
+        result = train(spec, layers, Path(out), on_step=hook)
+        trainable, total = result.trainable_parameters, result.total_parameters
     steps_logged = [b - a for a, b in zip([started, *marks], marks, strict=False)]
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # the first step pays one-time costs (allocator warm-up, lazy inits): report the rest
@@ -106,14 +112,45 @@ def child(model_dir: str, layers: list[int], steps: int, out: str) -> dict[str, 
     gen = statistics.median(generation[1:] or generation)
     return {
         "layers": layers,
-        "trainable": result.trainable_parameters,
-        "total": result.total_parameters,
+        "trainable": trainable,
+        "total": total,
         "peakRssGB": peak_kb / 1024**2,
         "heldGB": held_gb,
         "stepS": step,
         "generationS": gen,
         "restS": max(step - gen, 0.0),
     }
+
+
+def _train_lora(spec: Any, out: Path, mark: Any) -> tuple[int, int]:
+    """LoRA r=16 on every linear layer of every decoder layer: the cheap RL users pick today.
+
+    The same GRPO configuration as layer-selective training (`service.training`), with PEFT's
+    adapters as the only trainable parameters.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainerCallback
+
+    from service.data import load_rows
+    from service.models.loading import load_model_and_tokenizer
+    from service.models.stack import count_parameters
+    from service.rewards.registry import build_rewards
+    from service.training.config import choose_precision, grpo_config_kwargs
+    from service.training.trainer import build_trainer
+
+    class Mark(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
+            mark()
+
+    model, tokenizer = load_model_and_tokenizer(spec.model)
+    linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=linear, lora_dropout=0.0))
+    precision = choose_precision("float32")
+    kwargs = grpo_config_kwargs(spec, out, max_steps=spec.training.max_steps, precision=precision)
+    rows = load_rows(spec.dataset)[0]
+    trainer = build_trainer(model, tokenizer, build_rewards(spec.rewards), rows, kwargs, [Mark()])
+    trainer.train()
+    return count_parameters(model)
 
 
 def _rss_gb() -> float:
