@@ -11,7 +11,7 @@ from cli.base import App
 from cli.console import emit, field, guarded, out, say
 from cli.options import JsonOpt
 from cli.tables import plain_table
-from service.errors import LayerpilotError, SpecError
+from service.errors import SpecError
 from service.spec.loading import load_spec
 
 app = App(
@@ -203,5 +203,3 @@ def run(
         run_operator(namespace)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    except LayerpilotError:
-        raise

@@ -23,6 +23,7 @@ import kopf
 
 from k8s.cluster import Cluster
 from k8s.naming import (
+    DEFAULT_IMAGE,
     GROUP,
     IMAGE_ENV,
     MANAGED_BY,
@@ -50,8 +51,6 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        from k8s.naming import DEFAULT_IMAGE
-
         return cls(
             OperatorConfig(
                 default_image=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,

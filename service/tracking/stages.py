@@ -21,7 +21,7 @@ from service.errors import LayerpilotError
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec
 from service.tracking import review
-from service.tracking.client import EXPERIMENT_TAGS, client_for
+from service.tracking.client import client_for, ensure_experiment
 from service.tracking.retries import RetryPolicy, short_error, with_retries
 from service.tracking.uris import run_url
 
@@ -57,20 +57,10 @@ class StageRuns:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-
-            def get_or_create() -> str:
-                found = self.client.get_experiment_by_name(self.experiment_name)
-                if found is not None:
-                    return str(found.experiment_id)
-                try:
-                    return str(self.client.create_experiment(self.experiment_name, tags=EXPERIMENT_TAGS))
-                except Exception:  # created meanwhile by a Job or another resource
-                    again = self.client.get_experiment_by_name(self.experiment_name)
-                    if again is None:
-                        raise
-                    return str(again.experiment_id)
-
-            self._experiment_id = self._call(f"experiment {self.experiment_name}", get_or_create)
+            self._experiment_id = self._call(
+                f"experiment {self.experiment_name}",
+                lambda: ensure_experiment(self.client, self.tracking_uri, self.experiment_name),
+            )
         return self._experiment_id
 
     def _find(self, filters: Mapping[str, str]) -> str | None:
