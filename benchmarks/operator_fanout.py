@@ -16,7 +16,6 @@ import asyncio
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from kmock import KubernetesEmulator, Server
@@ -25,7 +24,7 @@ from mlflow import MlflowClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test helpers drive the emulator
 
 from k8s.reconcile import OperatorConfig
-from tests.k8s.emulator import JOBS, LA, apply, client, declare, objects, operator, resource, wait_for
+from tests.k8s.emulator import JOBS, LA, apply_many, declare, objects, operator
 from tests.mlflow_server import start_server
 
 SPEC = {
@@ -34,23 +33,13 @@ SPEC = {
 }
 
 
-async def first_jobs(kmock: KubernetesEmulator, prefix: str, count: int) -> float:
-    cluster = client(kmock)
-    bodies = [resource(f"{prefix}-{i:03d}", SPEC) for i in range(count)]
-    started = time.perf_counter()
-    await asyncio.gather(*(apply(cluster, body) for body in bodies))
-    names = {f"{b['metadata']['name']}-{b['metadata']['uid'].replace('-', '')[:5]}-plan" for b in bodies}
-    await wait_for(lambda: names <= set(objects(kmock, JOBS)), timeout=600, what=f"{count} plan Jobs")
-    return time.perf_counter() - started
-
-
 async def measure(count: int, tracking_uri: str) -> None:
     async with KubernetesEmulator() as kmock, Server(kmock):
         declare(kmock)
         async with operator(kmock, OperatorConfig(tracking_uri=tracking_uri)):
-            await first_jobs(kmock, "warmup", 1)  # imports, MLflow experiment creation
-            one = await first_jobs(kmock, "one", 1)
-            many = await first_jobs(kmock, "many", count)
+            await apply_many(kmock, SPEC, 1, "warmup", timeout=600)  # imports, MLflow experiment creation
+            one = await apply_many(kmock, SPEC, 1, "one", timeout=600)
+            many = await apply_many(kmock, SPEC, count, "many", timeout=600)
         jobs = [name for name in objects(kmock, JOBS) if name.startswith("many-")]
         resources = [name for name in objects(kmock, LA) if name.startswith("many-")]
         experiment = MlflowClient(tracking_uri).get_experiment_by_name("fanout")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,13 @@ def _session_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     store = tmp_path_factory.mktemp("session-mlflow") / "mlflow.db"
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP socket on 127.0.0.1 that sandboxed code must never reach."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield server
+    server.close()

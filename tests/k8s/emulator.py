@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import kopf
-import kubernetes
 
 from k8s.cluster import Cluster
-from k8s.naming import GROUP, PLURAL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOBS, VERSION
+from k8s.naming import GROUP, PLURAL, TRAINER_GROUP, TRAINER_VERSION, TRAINJOBS, VERSION, Resource
 from k8s.operator import Settings, build_registry
 from k8s.reconcile import OperatorConfig
 
@@ -97,6 +97,22 @@ async def apply(cluster: Cluster, body: dict[str, Any]) -> None:
     await asyncio.to_thread(cluster.create, body)
 
 
+def base(body: dict[str, Any]) -> str:
+    """The prefix of the resource's child names (`NAME-UID5`), as the operator derives it."""
+    return Resource.of(body).base
+
+
+async def apply_many(kmock: Any, spec: dict[str, Any], count: int, prefix: str, timeout: float) -> float:
+    """Apply `count` resources at once; seconds until every one has its first Job (the plan)."""
+    cluster = client(kmock)
+    bodies = [resource(f"{prefix}-{i:03d}", spec) for i in range(count)]
+    started = time.perf_counter()
+    await asyncio.gather(*(apply(cluster, body) for body in bodies))
+    names = {f"{base(body)}-plan" for body in bodies}
+    await wait_for(lambda: names <= set(objects(kmock, JOBS)), timeout=timeout, what=f"{count} plan Jobs")
+    return time.perf_counter() - started
+
+
 def objects(kmock: Any, resource_key: str) -> dict[str, dict[str, Any]]:
     """name -> the live object, for one resource."""
     found = {}
@@ -133,14 +149,12 @@ def phase(kmock: Any, name: str) -> str | None:
 
 async def set_job_status(kmock: Any, name: str, status: dict[str, Any], kind: str = "Job") -> None:
     """Write a Job's status through the API, as the Job controller does (the operator sees the event)."""
-    api = kubernetes.client.ApiClient(_config(kmock))
+    api = client(kmock)
     if kind == "Job":
-        batch = kubernetes.client.BatchV1Api(api)
-        await asyncio.to_thread(batch.patch_namespaced_job_status, name, NAMESPACE, {"status": status})
+        await asyncio.to_thread(api.batch.patch_namespaced_job_status, name, NAMESPACE, {"status": status})
     else:
-        custom = kubernetes.client.CustomObjectsApi(api)
         await asyncio.to_thread(
-            custom.patch_namespaced_custom_object_status,
+            api.custom.patch_namespaced_custom_object_status,
             TRAINER_GROUP, TRAINER_VERSION, NAMESPACE, TRAINJOBS, name, {"status": status},
         )  # fmt: skip
 
@@ -167,9 +181,3 @@ def failed(reason: str = "BackoffLimitExceeded", message: str = "Job has reached
     if failed_indexes:
         status["failedIndexes"] = failed_indexes
     return status
-
-
-def _config(kmock: Any) -> kubernetes.client.Configuration:
-    config = kubernetes.client.Configuration()
-    config.host = str(kmock.url).rstrip("/")
-    return config

@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import kubernetes
 import pytest
 from mlflow import MlflowClient
 
@@ -21,7 +20,6 @@ from k8s.reconcile import OperatorConfig
 from tests.k8s.emulator import (
     LA,
     NAMESPACE,
-    _config,
     apply,
     client,
     declare,
@@ -30,6 +28,7 @@ from tests.k8s.emulator import (
     phase,
     resource,
 )
+from tests.k8s.emulator import base as child_base
 from tests.k8s.kubelet import SECRETS, Kubelet
 
 CANARY = "canary-7f3a9c51e2b04d6e"
@@ -56,7 +55,7 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
     monkeypatch.setenv("LAYERPILOT_MLFLOW_TOKEN", CANARY)  # the operator's own token: sent, never shown
     declare(kmock)
     kmock.resources[SECRETS] = {"kind": "Secret", "namespaced": True, "verbs": ["get", "create", "list"]}
-    core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(_config(kmock)))
+    core = client(kmock).core
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -73,7 +72,7 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
         await kubelet.run_until(lambda: phase(kmock, "e2e") in ("Succeeded", "Failed"))
     status = objects(kmock, LA)["e2e"]["status"]
     assert status["phase"] == "Succeeded", (status.get("message"), kubelet.logs)
-    base = f"e2e-{body['metadata']['uid'].replace('-', '')[:5]}"
+    base = child_base(body)
     assert [p.rsplit("-", 2)[0] for p in kubelet.ran] == [
         f"{base}-plan", *[f"{base}-probe"] * 4, f"{base}-merge", f"{base}-train", f"{base}-register",
     ]  # fmt: skip

@@ -21,6 +21,7 @@ from tests.k8s.emulator import (
     PVCS,
     TRAINJOB_RESOURCE,
     apply,
+    apply_many,
     client,
     completed,
     declare,
@@ -33,6 +34,7 @@ from tests.k8s.emulator import (
     set_job_status,
     wait_for,
 )
+from tests.k8s.emulator import base as child_base
 
 SPEC: dict[str, Any] = {
     "probe": {"mode": "exact", "steps": 2, "layers": [1, 2, 3]},
@@ -69,7 +71,7 @@ async def test_a_resource_runs_plan_probe_merge_train_register_to_succeeded(
     body = resource("arith", SPEC)
     async with operator(kmock, config):
         await apply(cluster, body)
-        base = f"arith-{body['metadata']['uid'].replace('-', '')[:5]}"
+        base = child_base(body)
 
         plan = await wait_for(lambda: job(kmock, f"{base}-plan"), what="the plan Job")
         await wait_for(lambda: phase(kmock, "arith") == "Probing", what="Probing")
@@ -172,7 +174,7 @@ async def test_restarting_the_operator_mid_phase_creates_no_second_job_or_run(
     declare(kmock)
     cluster = client(kmock)
     body = resource("restart", {**SPEC, "probe": {"mode": "gradient"}})
-    base = f"restart-{body['metadata']['uid'].replace('-', '')[:5]}"
+    base = child_base(body)
     async with operator(kmock, config):
         await apply(cluster, body)
         await wait_for(lambda: job(kmock, f"{base}-probe"), what="the probe Job")
@@ -197,7 +199,7 @@ async def test_a_failed_job_fails_the_resource_with_which_job_and_why(
     declare(kmock)
     cluster = client(kmock)
     body = resource("flaky", SPEC)
-    base = f"flaky-{body['metadata']['uid'].replace('-', '')[:5]}"
+    base = child_base(body)
     async with operator(kmock, config):
         await apply(cluster, body)
         await wait_for(lambda: job(kmock, f"{base}-plan"))
@@ -241,28 +243,14 @@ async def test_an_invalid_spec_fails_at_once_with_the_one_line_error(
     assert objects(kmock, JOBS) == {} and objects(kmock, CONFIGMAPS) == {}
 
 
-async def fan_out(kmock: Any, config: OperatorConfig, count: int, prefix: str) -> float:
-    """Apply `count` resources at once; seconds until every one has its first Job (the plan)."""
-    import asyncio
-    import time
-
-    cluster = client(kmock)
-    bodies = [resource(f"{prefix}-{i:02d}", SPEC) for i in range(count)]
-    started = time.perf_counter()
-    await asyncio.gather(*(apply(cluster, body) for body in bodies))
-    names = {f"{b['metadata']['name']}-{b['metadata']['uid'].replace('-', '')[:5]}-plan" for b in bodies}
-    await wait_for(lambda: names <= set(objects(kmock, JOBS)), timeout=240, what=f"{count} plan Jobs")
-    return time.perf_counter() - started
-
-
 @pytest.mark.heavy
 async def test_fifty_resources_at_once_each_get_one_first_job(
     kmock: Any, config: OperatorConfig, mlflow_server: Any
 ) -> None:
     declare(kmock)
     async with operator(kmock, config):
-        await fan_out(kmock, config, 50, "many")
-        await wait_for(lambda: all(phase(kmock, f"many-{i:02d}") == "Probing" for i in range(50)), timeout=60)
+        await apply_many(kmock, SPEC, 50, "many", timeout=240)
+        await wait_for(lambda: all(phase(kmock, f"many-{i:03d}") == "Probing" for i in range(50)), timeout=60)
     jobs = objects(kmock, JOBS)
     assert len(jobs) == 50 and all(name.endswith("-plan") for name in jobs)
     for obj in objects(kmock, LA).values():
@@ -272,7 +260,7 @@ async def test_fifty_resources_at_once_each_get_one_first_job(
         assert obj["status"]["jobs"] == {"plan": ref_job["metadata"]["name"]}
         assert len(history(kmock, JOBS, ref_job["metadata"]["name"])) == 1  # created once, never patched
     runs = MlflowClient(mlflow_server.uri).search_runs(
-        [status(kmock, "many-00")["mlflow"]["experimentId"]],
+        [status(kmock, "many-000")["mlflow"]["experimentId"]],
         "tags.`layerpilot.stage` = 'adapt'",
         max_results=1000,
     )
@@ -290,7 +278,7 @@ async def test_multi_node_training_runs_as_a_trainjob_the_operator_follows(
     declare(kmock)
     cluster = client(kmock)
     body = resource("multi", {**SPEC, "probe": {"mode": "spectrum"}, "resources": {"nodes": 2, "gpus": 1}})
-    base = f"multi-{body['metadata']['uid'].replace('-', '')[:5]}"
+    base = child_base(body)
     async with operator(kmock, config):
         await apply(cluster, body)
         await wait_for(lambda: job(kmock, f"{base}-probe"))

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import secrets
-import select
 import shutil
 import socket
 import tempfile
@@ -33,7 +32,7 @@ import pytest
 
 from service.errors import LayerpilotError
 from service.rewards import code as code_reward
-from tests.service.rewards.helpers import reward
+from tests.service.rewards.helpers import received, reward
 
 TIMEOUT = 1.5
 SLACK = 3.0  # interpreter start, bubblewrap, the sweep; on 2 busy cores
@@ -238,28 +237,6 @@ def _children_of(pid: int) -> set[str]:
     return children
 
 
-def _received(server: socket.socket) -> list[bytes]:
-    got = []
-    while select.select([server], [], [], 0.05)[0]:
-        conn, _ = server.accept()
-        conn.settimeout(0.2)
-        try:
-            got.append(conn.recv(100) or b"(connected)")
-        except OSError:
-            got.append(b"(connected)")
-        conn.close()
-    return got
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def sandbox_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """The runs' own temp dir, so that anything they leave behind is ours to see (`tmp_path`,
@@ -348,7 +325,7 @@ def test_hostile_programs_are_contained(
             problems.append(f"left in the temp dir: {leftovers}")
             for item in leftovers:
                 shutil.rmtree(item, ignore_errors=True)
-        if got := _received(listener):
+        if got := received(listener, wait_s=0.05):
             problems.append(f"listener received {got}")
         if canary in log:
             problems.append("the canary secret reached the log")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import Any
 
 from service.rewards.base import RewardFunc
@@ -18,3 +20,21 @@ def reward(name: str, **params: Any) -> RewardFunc:
 
 def chat(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+def received(server: socket.socket, wait_s: float = 0.3) -> list[bytes]:
+    """What reached a listening socket: one entry per connection (`b"(connected)"` when it sent nothing).
+
+    The child has exited by the time this runs, so whatever it sent is already queued; `wait_s` is
+    how long to wait for a connection before deciding there was none.
+    """
+    got = []
+    while select.select([server], [], [], wait_s)[0]:
+        conn, _ = server.accept()
+        conn.settimeout(0.5)
+        try:
+            got.append(conn.recv(100) or b"(connected)")
+        except OSError:
+            got.append(b"(connected)")
+        conn.close()
+    return got

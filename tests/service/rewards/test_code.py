@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from service.errors import LayerpilotError, SpecError
 from service.rewards import code as code_module
 from service.rewards import sandbox_child
 from service.rewards.code import extract_code, isolation
-from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, reward
+from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, received, reward
 
 # ---------------------------------------------------------------------------------------------
 # code_tests
@@ -153,29 +151,6 @@ def test_code_tests_cannot_start_programs_or_signal_the_trainer() -> None:
     assert reward("code_tests")(codes, tests=[""] * 3) == [0.0, 0.0, 0.0]
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield server
-    server.close()
-
-
-def _connections(server: socket.socket) -> list[bytes]:
-    """Whatever reached the listener (the child has exited, so anything sent is queued by now)."""
-    received = []
-    while select.select([server], [], [], 0.3)[0]:
-        conn, _ = server.accept()
-        conn.settimeout(0.5)
-        try:
-            received.append(conn.recv(100))
-        except OSError:
-            received.append(b"")
-        conn.close()
-    return received
-
-
 @pytest.mark.parametrize("network_namespace", [True, False], ids=["namespace+hook", "hook-only"])
 def test_code_tests_network_is_blocked(listener: socket.socket, network_namespace: bool) -> None:
     port = listener.getsockname()[1]
@@ -188,7 +163,7 @@ def test_code_tests_network_is_blocked(listener: socket.socket, network_namespac
     ]
     func = reward("code_tests", network_namespace=network_namespace)
     assert func(attempts, tests=["assert True"] * len(attempts)) == [0.0] * len(attempts)
-    assert _connections(listener) == []
+    assert received(listener) == []
 
 
 def _unshare_works() -> bool:
@@ -216,7 +191,7 @@ def test_network_namespace_stops_raw_syscalls_past_the_hook(listener: socket.soc
     port = listener.getsockname()[1]
     code = RAW_CONNECT.format(port=port)
     assert reward("code_tests")([code], tests=[""]) == [0.0]
-    assert _connections(listener) == []
+    assert received(listener) == []
 
 
 def test_code_tests_runs_completions_concurrently() -> None:
