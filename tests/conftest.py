@@ -62,12 +62,23 @@ def spec() -> LayerAdaptationSpec:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One real GRPO run training only layer 2 for 3 steps (checkpoint at the last step)."""
+    """One real GRPO run training only layer 2 for 3 steps (checkpoint at the last step).
+
+    `final_state` is the whole model's state dict in memory when training ended.
+    """
+    from transformers import TrainerCallback
+
     from service.training.trainer import train
 
+    final: dict[str, Any] = {}
+
+    class Snapshot(TrainerCallback):  # type: ignore[misc]
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            final.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
     out = tmp_path_factory.mktemp("trained") / "run"
-    result = train(small_spec(), [TRAINED_LAYER], out)
-    return {"out": out, "result": result, "layer": TRAINED_LAYER}
+    result = train(small_spec(), [TRAINED_LAYER], out, callbacks=[Snapshot()])
+    return {"out": out, "result": result, "layer": TRAINED_LAYER, "final_state": final}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,66 +7,129 @@ and is applied only to a base whose weights hash the same.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterable, Iterator
+import json
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import safe_open
 
-from service.errors import LayerpilotError
+from service.errors import LayerpilotError, first_line
 
 
 def fingerprint_model_dir(model_dir: Path) -> str:
-    """`sha256:<hex>` over every weight tensor in a transformers model directory, sorted by name."""
+    """`sha256:<hex>` over every weight tensor in a transformers model directory, sorted by name.
+
+    Each tensor's bytes stream from its file in chunks, so hashing costs no memory however large the
+    tensor (an 8B model's embedding is over a gigabyte).
+    """
     digest = hashlib.sha256()
-    for name, dtype, shape, data in _iter_weights(model_dir):
-        digest.update(f"{name}|{dtype}|{shape}|".encode())
-        digest.update(data)
+    entries = _stored_entries(model_dir)
+    with contextlib.ExitStack() as stack:
+        handles = {file: stack.enter_context(file.open("rb")) for file in {e.file for e in entries.values()}}
+        for name in sorted(entries):
+            entry = entries[name]
+            digest.update(f"{name}|{entry.dtype}|{entry.shape}|".encode())
+            handle = handles[entry.file]
+            handle.seek(entry.start)
+            remaining = entry.end - entry.start
+            while remaining > 0:
+                chunk = handle.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise LayerpilotError(f"{entry.file} is truncated: re-download or re-save the model")
+                digest.update(chunk)
+                remaining -= len(chunk)
     return "sha256:" + digest.hexdigest()
 
 
-def _iter_weights(model_dir: Path) -> Iterator[tuple[str, str, tuple[int, ...], bytes]]:
+_CHUNK = 1 << 20
+# safetensors' dtype codes as torch names them: the fingerprint hashes torch's names
+_TORCH_DTYPES = {
+    "F64": "torch.float64", "F32": "torch.float32", "F16": "torch.float16", "BF16": "torch.bfloat16",
+    "F8_E4M3": "torch.float8_e4m3fn", "F8_E5M2": "torch.float8_e5m2", "I64": "torch.int64",
+    "I32": "torch.int32", "I16": "torch.int16", "I8": "torch.int8", "U64": "torch.uint64",
+    "U32": "torch.uint32", "U16": "torch.uint16", "U8": "torch.uint8", "BOOL": "torch.bool",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Entry:
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # byte offsets of the tensor's data in `file`
+    end: int
+
+
+def _stored_entries(model_dir: Path) -> dict[str, _Entry]:
+    """Every tensor in the directory's safetensors files, located from their headers alone."""
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise LayerpilotError(
             f"{model_dir} holds no .safetensors weights; layerpilot fingerprints only safetensors models "
             "(convert with `model.save_pretrained(dir)`)"
         )
-    where: dict[str, Path] = {}
+    entries: dict[str, _Entry] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
-                where[name] = file
-    for name in sorted(where):
-        with safe_open(str(where[name]), framework="pt") as handle:
-            tensor = handle.get_tensor(name)
-        yield name, str(tensor.dtype), tuple(tensor.shape), _tensor_bytes(tensor)
+        with file.open("rb") as handle:
+            try:
+                (size,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(size))
+            except (struct.error, ValueError) as error:
+                raise LayerpilotError(
+                    f"{file} is not a readable safetensors file: {first_line(error)}"
+                ) from error
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = _TORCH_DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise LayerpilotError(
+                    f"{file}: tensor {name} has dtype {info['dtype']}, which layerpilot cannot hash"
+                )
+            begin, end = info["data_offsets"]
+            entries[name] = _Entry(file, dtype, tuple(info["shape"]), 8 + size + begin, 8 + size + end)
+    return entries
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().contiguous().cpu().reshape(-1)
-    return bytes(flat.view(torch.uint8).numpy().tobytes())
-
-
-def stored_tensors(model_dir: Path, names: Iterable[str]) -> dict[str, torch.Tensor] | None:
+def stored_tensors(model_dir: Path, names: Iterable[str]) -> Mapping[str, torch.Tensor] | None:
     """The base model's own copy of `names`, read from its safetensors files (None if any is missing).
 
     Training compares trained layers with these at the end instead of keeping a copy of them in
-    memory for the whole run (for full-model training that copy is a second model).
+    memory for the whole run (for full-model training that copy is a second model). Each tensor is
+    read when it is looked up, so comparing them one by one holds one base tensor at a time.
     """
-    wanted, found = set(names), {}
-    for file in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as handle:
-            for name in wanted.intersection(handle.keys()):
-                found[name] = handle.get_tensor(name)
-    return found if found.keys() == wanted else None
+    wanted = set(names)
+    entries = _stored_entries(model_dir)
+    if not wanted <= entries.keys():
+        return None
+    return _StoredTensors({name: entries[name].file for name in wanted})
+
+
+class _StoredTensors(Mapping[str, torch.Tensor]):
+    """Tensors in safetensors files, each read from disk when looked up."""
+
+    def __init__(self, where: dict[str, Path]) -> None:
+        self._where = where
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        with safe_open(str(self._where[name]), framework="pt") as handle:
+            return cast(torch.Tensor, handle.get_tensor(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._where))
+
+    def __len__(self) -> int:
+        return len(self._where)
 
 
 def has_stored_tensors(model_dir: Path, names: Iterable[str]) -> bool:
     """Whether every one of `names` is in the model's safetensors files (reads headers only)."""
-    stored: set[str] = set()
-    for file in model_dir.glob("*.safetensors"):
-        with safe_open(str(file), framework="pt") as handle:
-            stored.update(handle.keys())
-    return set(names) <= stored
+    if not any(model_dir.glob("*.safetensors")):
+        return False
+    return set(names) <= _stored_entries(model_dir).keys()

@@ -208,7 +208,12 @@ class TrainingSpec(_Model):
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
     )
     seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
-    save_steps: int = Field(50, ge=1, description="Write a resumable checkpoint every this many steps.")
+    save_steps: int = Field(
+        50,
+        ge=1,
+        description="Write a resumable checkpoint every this many steps: the trained layers' weights and "
+        "optimizer state only (the frozen layers are the base model's, never copied).",
+    )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     precision: Precision = Field(
         Precision.auto,

@@ -6,9 +6,10 @@ alone, and the result is written as a layer patch (see `service.patch`).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,6 +19,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.data import load_rows
+from service.errors import LayerpilotError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
@@ -112,7 +114,9 @@ def train(
     # The base weights of the trained layers are read back from the model's files at the end; only
     # a model whose files do not hold them (e.g. renamed tensors) keeps a copy in memory meanwhile.
     from_files = has_stored_tensors(model_dir, trainable)
-    base_state = {} if from_files else {n: _whole(params[n]).detach().to("cpu", copy=True) for n in trainable}
+    base_state: Mapping[str, torch.Tensor] = {}
+    if not from_files:
+        base_state = {n: _whole(params[n]).detach().to("cpu", copy=True) for n in trainable}
     n_trainable, total = count_parameters(model)
 
     if is_main():
@@ -219,7 +223,7 @@ def build_trainer(
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     reward_funcs, weights = rewards
-    trainer = GRPOTrainer(
+    trainer = _selective_trainer_class(GRPOTrainer)(
         model=model,
         reward_funcs=cast(Any, list(reward_funcs)),
         args=GRPOConfig(**config_kwargs, reward_weights=weights),
@@ -229,6 +233,38 @@ def build_trainer(
     )
     _quiet(trainer)
     return trainer
+
+
+@functools.cache
+def _selective_trainer_class(base: type) -> type:
+    """`base` (TRL's GRPOTrainer) whose checkpoints hold the trained parameters only.
+
+    transformers saves the whole model in every checkpoint; the frozen layers are the base model's,
+    unchanged and already on disk. Saving only what trains makes a one-layer checkpoint a fraction of
+    the model (a layer of Qwen3-8B is under 3 % of it) and spares the memory that serialising the
+    whole model costs at each save. Resuming loads it non-strictly over the base model (transformers
+    does so already); FSDP/DeepSpeed state dicts and PEFT adapters keep transformers' own saving.
+    """
+
+    class LayerSelectiveGRPOTrainer(base):
+        def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+            model = self.accelerator.unwrap_model(self.model)
+            if state_dict is None and not hasattr(model, "peft_config"):
+                state_dict = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+            super()._save(output_dir, state_dict)
+
+        def _issue_warnings_after_load(self, load_result: Any) -> None:
+            # The frozen parameters are missing from a selective checkpoint by design.
+            trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
+            missing = [k for k in load_result.missing_keys if k in trained]
+            if missing or load_result.unexpected_keys:
+                raise LayerpilotError(
+                    f"--resume: the checkpoint does not hold this run's trained weights (missing "
+                    f"{missing[:2]}, unexpected {list(load_result.unexpected_keys)[:2]}); "
+                    "train into a new --out, or delete the checkpoint"
+                )
+
+    return LayerSelectiveGRPOTrainer
 
 
 def _enable_checkpointing(model: Any) -> None:

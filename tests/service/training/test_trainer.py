@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import TrainerCallback
 
 from service.errors import SpecError
 from service.models.hub import DEMO_MODEL_DIR
@@ -33,9 +33,9 @@ def _checkpoint_state(out: Path) -> dict[str, torch.Tensor]:
 
 
 def test_only_the_chosen_layer_changes(trained_run: dict[str, Any]) -> None:
-    base, trained = _base_state(), _checkpoint_state(trained_run["out"])
+    base, trained = _base_state(), trained_run["final_state"]
     prefix = f"model.layers.{trained_run['layer']}."
-    assert set(base) == set(trained)
+    assert set(base) <= set(trained)
     outside = [n for n in base if not n.startswith(prefix)]
     inside = [n for n in base if n.startswith(prefix)]
     assert outside and inside
@@ -43,6 +43,15 @@ def test_only_the_chosen_layer_changes(trained_run: dict[str, Any]) -> None:
         assert torch.equal(base[name], trained[name]), f"{name} changed but is outside layer 2"
     changed = [n for n in inside if not torch.equal(base[n], trained[n])]
     assert changed, "no tensor of the trained layer changed"
+
+
+def test_a_checkpoint_holds_only_the_trained_layer(trained_run: dict[str, Any]) -> None:
+    """The frozen layers are the base model's: checkpoints do not copy them (resume is tested below)."""
+    prefix = f"model.layers.{trained_run['layer']}."
+    checkpoint = _checkpoint_state(trained_run["out"])
+    assert set(checkpoint) == {n for n in _base_state() if n.startswith(prefix)}
+    for name, tensor in checkpoint.items():
+        assert torch.equal(tensor, trained_run["final_state"][name])
 
 
 def test_patch_holds_exactly_the_layer_tensors(trained_run: dict[str, Any]) -> None:
@@ -59,8 +68,9 @@ def test_patch_holds_exactly_the_layer_tensors(trained_run: dict[str, Any]) -> N
 
 
 def test_base_plus_patch_reproduces_trained_logits(trained_run: dict[str, Any]) -> None:
-    checkpoint = latest_checkpoint(trained_run["out"])
-    trained = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    trained, _ = load_model_and_tokenizer(ModelSpec())
+    trained.load_state_dict(trained_run["final_state"])
+    trained.eval()
     base, tokenizer = load_model_and_tokenizer(ModelSpec())
     base.eval()
     batch = tokenizer(["12+7=", "99+99=", "3+4="], return_tensors="pt", padding=True)
