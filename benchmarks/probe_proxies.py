@@ -4,40 +4,37 @@
    and each proxy's wall time as a share of exact.
 2. The exact probe again with another seed: how well exact agrees with itself bounds what any proxy
    can reach on this model.
-3. The research claim: RL-training only the exact probe's top-1 layer for the full training budget,
-   against RL-training every layer with the same learning rate and steps.
 
-Run: `.venv/bin/python benchmarks/probe_proxies.py [--out DIR]`; prints Markdown for RESULTS.md and
-writes the raw numbers to DIR/probe_proxies.json.
+(What the top layers buy against full training, over seeds, is `gain_for_cost.py`.)
+
+Run: `.venv/bin/python benchmarks/probe_proxies.py [--out DIR]` (about 2 minutes); writes its
+section of benchmarks/RESULTS.md and the raw numbers to DIR/probe_proxies.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from common import environment, write_section
 
 from service.demo import demo_spec
-from service.evaluation import evaluate
 from service.probe.agreement import rank_agreement, validate_proxies
 from service.probe.run import run_probe
-from service.training.trainer import train
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="layerpilot-probe-bench-")))
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     spec = demo_spec()
     results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": environment(),
         "spec": spec.model_dump(mode="json", by_alias=True),
     }
 
@@ -52,33 +49,21 @@ def main() -> None:
     truth1 = {layer.index: layer.contribution or layer.score for layer in exact_again.layers}
     results["exactSelfAgreement"] = rank_agreement(truth0, truth1, [1, 2, 3])
 
-    top1 = seed0["selected"]
-    steps = spec.training.max_steps
-    runs: dict[str, Any] = {}
-    before = evaluate(spec).score
-    for name, layers in (("top-1", top1), ("full", list(range(seed0["numLayers"])))):
-        started = time.perf_counter()
-        trained = train(spec, layers, out / f"train-{name}", max_steps=steps)
-        after = evaluate(spec, patch_dir=out / f"train-{name}").score
-        runs[name] = {
-            "layers": layers,
-            "after": after,
-            "gain": after - before,
-            "trainSeconds": round(time.perf_counter() - started, 1),
-            "trainableParameters": trained.trainable_parameters,
-        }
-    runs["before"] = before
-    runs["top1ShareOfFullGain"] = (
-        runs["top-1"]["gain"] / runs["full"]["gain"] if runs["full"]["gain"] else None
-    )
-    results["top1VsFull"] = runs
     (out / "probe_proxies.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(_markdown(results, steps))
+    title = "Layer probe on the demo model (`benchmarks/probe_proxies.py`)"
+    write_section("probe", title, _markdown(results, spec), Path(__file__).name)
 
 
-def _markdown(results: dict[str, Any], steps: int) -> str:
+def _markdown(results: dict[str, Any], spec: Any) -> str:
     v = results["validation"]
     lines = [
+        environment(),
+        "",
+        f"`examples/demo.yaml`: {spec.dataset.eval_size} eval items, GRPO with "
+        f"{spec.algorithm.num_generations} generations, batch {spec.training.batch_size}, lr "
+        f"{spec.algorithm.learning_rate:g}, {spec.probe.steps} probe steps per exact run; the exact units "
+        "ran one after another, so its wall time is its whole compute cost.",
+        "",
         f"Exact probe: {v['exact']['wallSeconds']} s wall, ranking {v['exact']['ranking']} "
         f"(full gain {v['exact']['fullGain']}).",
         "",
@@ -99,20 +84,6 @@ def _markdown(results: dict[str, Any], steps: int) -> str:
         f"top-1 {s['topK']['1']}, top-3 {s['topK']['3']}.",
         "",
     ]
-    r = results["top1VsFull"]
-    share = r["top1ShareOfFullGain"]
-    lines += [
-        f"| {steps} RL steps | layers | eval before → after | gain | trainable params | train time |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in ("top-1", "full"):
-        run = r[name]
-        lines.append(
-            f"| {name} | {run['layers']} | {r['before']:.3f} → {run['after']:.3f} | {run['gain']:+.3f} | "
-            f"{run['trainableParameters']:,} | {run['trainSeconds']} s |"
-        )
-    lines.append("")
-    lines.append(f"Top-1 layer recovers {share:.0%} of the full-model gain." if share is not None else "")
     return "\n".join(lines)
 
 

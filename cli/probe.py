@@ -27,6 +27,7 @@ from cli.tables import layer_table, plain_table, probe_heading
 from service.errors import LayerpilotError, SpecError
 from service.files import write_json
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
+from service.ranks import is_main
 from service.spec.loading import load_spec
 from service.spec.models import LayerAdaptationSpec, ProbeMode, SelectionSpec
 
@@ -88,15 +89,18 @@ def run(
             )
         unit = parse_unit(layer_index, candidate_layers(spec, len(inspect_stack(spec.model))))
         check_probe_dir(out_dir, spec)
-        announce_defaults(spec_path, dataset, reward, spec)
+        main = is_main()  # under torchrun every rank trains the unit; only the main one prints
+        if main:
+            announce_defaults(spec_path, dataset, reward, spec)
         with progress_display() as shown:
             shown.note(f"probe unit {unit_label(unit)} of {spec.model.uri} into {out_dir}")
             record = run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=shown)
-        emit(
-            record,
-            as_json,
-            lambda: say(f"{unit_label(unit)}: score {record['score']:.4f} ({record['seconds']:.0f}s)"),
-        )
+        if main:
+            emit(
+                record,
+                as_json,
+                lambda: say(f"{unit_label(unit)}: score {record['score']:.4f} ({record['seconds']:.0f}s)"),
+            )
         return
 
     check_probe_dir(out_dir, spec)

@@ -11,7 +11,8 @@ a process started any other way is the main one of a world of one.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 
 def rank(env: Mapping[str, str] | None = None) -> int:
@@ -24,3 +25,16 @@ def world_size(env: Mapping[str, str] | None = None) -> int:
 
 def is_main(env: Mapping[str, str] | None = None) -> bool:
     return rank(env) == 0
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Under a launcher, the main process runs the block first and the others wait for it (e.g. to
+    prepare a directory they all read); a process alone just runs it."""
+    if world_size() == 1:
+        yield
+        return
+    from accelerate import PartialState  # joins the launcher's process group, as the trainer will
+
+    with PartialState().main_process_first():
+        yield

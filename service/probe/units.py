@@ -22,6 +22,7 @@ from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
 from service.patch import PATCH_TENSORS
 from service.progress import SILENT, Progress
+from service.ranks import is_main, main_first
 from service.spec.fingerprint import fingerprint
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
@@ -110,7 +111,9 @@ def run_unit(
 ) -> dict[str, Any]:
     """Run one probe unit and write its partial result; returns it.
 
-    `progress` sees the unit's own `train` and `eval` phases.
+    `progress` sees the unit's own `train` and `eval` phases. Under a distributed launcher every
+    rank trains; only the main process evaluates, cleans up and writes the partial (the others
+    return the record without a score).
     """
     stack = inspect_stack(spec.model)
     candidates = candidate_layers(spec, len(stack))
@@ -127,12 +130,18 @@ def run_unit(
         "learningRate": spec.algorithm.learning_rate,
     }
     if unit == "base":
+        if not is_main():
+            return record
         result = evaluate(spec, progress=progress)
     else:
         layers = list(range(len(stack))) if unit == "full" else [int(unit)]
         run_dir = out_dir / RUNS / partial_path(out_dir, unit).stem
-        _claim_run_dir(run_dir, probe_hash)
+        with main_first():  # every rank then resumes from the same claimed directory
+            if is_main():
+                _claim_run_dir(run_dir, probe_hash)
         trained = train(spec, layers, run_dir, resume=True, max_steps=spec.probe.steps, progress=progress)
+        if not is_main():
+            return record
         result = evaluate(spec, patch_dir=run_dir, progress=progress)
         record["trainedSteps"] = trained.global_step
         record["deltas"] = trained.deltas.relative_json()

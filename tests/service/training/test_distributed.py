@@ -65,6 +65,27 @@ def test_the_cli_under_torchrun_prints_one_result_and_resumes(tmp_path: Path) ->
     assert read_patch(tmp_path / "run").meta["trainedSteps"] == 4
 
 
+@pytest.mark.heavy
+def test_a_probe_unit_under_torchrun_writes_one_partial(tmp_path: Path) -> None:
+    """An exact unit (as an Indexed Job or TrainJob runs it) trains on every rank; one scores and writes."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
+        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+        "training": {"batchSize": 8}, "probe": {"mode": "exact", "steps": 2},
+    }))  # fmt: skip
+    probe = [str(BIN / "layerpilot"), "probe", str(spec), "--out", "probe", "--no-mlflow", "--json"]
+    done = launch(["--no-python", *probe, "--layer-index", "3"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout)  # one JSON document: one rank printed
+    assert str(record["unit"]) == "3" and record["trainedSteps"] == 2 and 0.0 <= record["score"] <= 1.0
+    partials = list((tmp_path / "probe" / "partials").iterdir())
+    assert [p.name for p in partials] == ["layer-3.json"]
+    assert json.loads(partials[0].read_text())["score"] == record["score"]
+    run_dir = next((tmp_path / "probe" / "runs").iterdir())
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "layer_patch.safetensors").exists()
+
+
 @pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2"])
 def test_the_shipped_launcher_configs_are_what_accelerate_reads(name: str) -> None:
     from accelerate.commands.config.config_args import ClusterConfig

@@ -1,0 +1,97 @@
+"""Tracking overhead: the demo's training with and without MLflow logging to a real local server.
+
+`layerpilot train examples/demo.yaml --layers 1` (60 GRPO steps) runs as a user runs it, in its
+own process, alternately with `--no-mlflow` and with `MLFLOW_TRACKING_URI` pointing at a real
+`mlflow server` (sqlite store, local artifacts) on this machine: the run, its parameters, TRL's
+metrics at every step, the weight change per layer and the patch files as artifacts. Wall time of
+the whole command, median of the repeats; the difference is what tracking costs.
+
+Run: `.venv/bin/python benchmarks/tracking_overhead.py [--repeats 3]` (about 3 minutes on 2 cores);
+writes its section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, environment, write_section
+
+from tests.mlflow_server import start_server
+
+LAYERPILOT = str(Path(sys.executable).parent / "layerpilot")
+SPEC = ROOT / "examples" / "demo.yaml"
+
+
+def timed_train(out: Path, tracking_uri: str | None) -> tuple[float, float, int]:
+    """Wall seconds of one `layerpilot train`, its training seconds, and its steps."""
+    command = [LAYERPILOT, "train", str(SPEC), "--layers", "1", "--out", str(out), "--json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    else:
+        command.append("--no-mlflow")
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"layerpilot train failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout)
+    return wall, float(result["seconds"]), int(result["globalStep"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    walls: dict[str, list[float]] = {"without": [], "with": []}
+    trains: dict[str, list[float]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp) / "mlflow")
+        try:
+            timed_train(Path(tmp) / "warm-up", None)  # first run pays cold file caches
+            for repeat in range(args.repeats):
+                for kind in ("without", "with"):
+                    uri = server.uri if kind == "with" else None
+                    wall, train_s, steps = timed_train(Path(tmp) / f"{kind}-{repeat}", uri)
+                    walls[kind].append(wall)
+                    trains[kind].append(train_s)
+                    print(f"  {kind} MLflow: {wall:.1f} s wall, {train_s:.1f} s training", flush=True)
+        finally:
+            server.stop()
+    without, with_ = statistics.median(walls["without"]), statistics.median(walls["with"])
+    train_without, train_with = statistics.median(trains["without"]), statistics.median(trains["with"])
+    overhead = (with_ - without) / without
+    in_training = (train_with - train_without) / train_without
+    body = [
+        environment(),
+        "",
+        f"`layerpilot train examples/demo.yaml --layers 1`, {steps} GRPO steps, {args.repeats} repeats "
+        "each way, alternating; a real `mlflow server` (sqlite, one worker) on the same machine.",
+        "",
+        "| | wall time of the command (median) | of which `train` (median) |",
+        "|---|---|---|",
+        f"| `--no-mlflow` | {without:.2f} s | {train_without:.2f} s |",
+        f"| tracked to the server | {with_:.2f} s | {train_with:.2f} s |",
+        f"| overhead | {with_ - without:+.2f} s ({overhead:+.1%}) | {train_with - train_without:+.2f} s "
+        f"({in_training:+.1%}, {1000 * (train_with - train_without) / steps:+.1f} ms per step) |",
+        "",
+        f"Goal: tracking overhead ≤ 3 % of training wall time: {overhead:+.1%}, "
+        f"{'met' if overhead <= 0.03 else '**not met**'}.",
+        "",
+        f"Wall time of this script: {time.perf_counter() - started:.0f} s.",
+    ]
+    title = "Tracking overhead (`benchmarks/tracking_overhead.py`)"
+    write_section("tracking", title, "\n".join(body), Path(__file__).name)
+
+
+if __name__ == "__main__":
+    main()
