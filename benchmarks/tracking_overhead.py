@@ -6,7 +6,7 @@ own process, alternately with `--no-mlflow` and with `MLFLOW_TRACKING_URI` point
 metrics at every step, the weight change per layer and the patch files as artifacts. Wall time of
 the whole command, median of the repeats; the difference is what tracking costs.
 
-Run: `.venv/bin/python benchmarks/tracking_overhead.py [--repeats 3]` (about 3 minutes on 2 cores);
+Run: `.venv/bin/python benchmarks/tracking_overhead.py [--repeats 5]` (about 3 minutes on 2 cores);
 writes its section of benchmarks/RESULTS.md.
 """
 
@@ -49,7 +49,7 @@ def timed_train(out: Path, tracking_uri: str | None) -> tuple[float, float, int]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     started = time.perf_counter()
     walls: dict[str, list[float]] = {"without": [], "with": []}

@@ -72,6 +72,7 @@ def train(
     with (
         tracked(spec, f"train {spec.model.uri}", enabled=not no_mlflow and main) as run,
         progress_display() as shown,
+        records.step_logger(run, spec) as log_steps,
     ):
         shown.note(f"training layers {chosen} of {spec.model.uri} into {out_dir}")
         result = run_training(
@@ -81,7 +82,7 @@ def train(
             resume=resume,
             max_steps=max_steps,
             progress=shown,
-            on_step=[records.step_logger(run, spec)] if run else [],
+            on_step=[log_steps],
         )
         if run:
             records.log_training(run, result)

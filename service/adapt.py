@@ -151,21 +151,19 @@ def adapt(
         parent.set_tags({review.SELECTED_LAYERS: ",".join(map(str, layers))})
 
         progress.note(f"selected layers {layers} ({report.strategy}); RL-training only them")
-        with parent.child("train", tags={review.STAGE: "train"}) as train_run:
+        with (
+            parent.child("train", tags={review.STAGE: "train"}) as train_run,
+            records.step_logger(train_run, spec) as log_steps,
+        ):
             train_run.log_params({"layers": ",".join(map(str, layers))})
             if from_phase == "train" and train_dir.exists():
                 aside = workdir / f"{TRAIN_DIR}.before-{time.strftime('%Y%m%dT%H%M%S')}"
                 train_dir.rename(aside)
                 progress.note(f"--from-phase train: the previous training is kept in {aside}")
             training = train(
-                spec,
-                layers,
-                train_dir,
-                resume=True,
-                max_steps=max_steps,
-                progress=progress,
-                on_step=[records.step_logger(train_run, spec)],
-            )
+                spec, layers, train_dir, resume=True, max_steps=max_steps, progress=progress,
+                on_step=[log_steps],
+            )  # fmt: skip
             records.log_training(train_run, training)
         run_ids["train"] = train_run.run_id or ""
         parent.log_metrics(records.training_summary(training))

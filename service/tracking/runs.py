@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -301,21 +301,9 @@ class TrackedRun:
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> bool:
         """Numeric values only; keys MLflow would reject get `_` for the offending characters."""
-        now = now_ms()
-        entries = [
-            Metric(metric_key(k), float(v), now, step or 0) for k, v in metrics.items() if is_number(v)
-        ]
-        if not entries:
-            return True
-        payload = {
-            "step": step,
-            "metrics": {m.key: m.value for m in entries},
-            "points": metric_points(entries),
-        }
-        return self._log(
-            "metric", len(entries), f"{len(entries)} metrics at step {step or 0}", payload,
-            lambda rid: self.tracker.client.log_batch(rid, metrics=entries),
-        )  # fmt: skip
+        points = [(k, v, step or 0, None) for k, v in metrics.items()]
+        payload = {"step": step, "metrics": {k: v for k, v in metrics.items() if is_number(v)}}
+        return self.log_points(points, f"metrics at step {step or 0}", payload)
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> bool:
         return self.log_metrics({key: value}, step=step)
@@ -323,21 +311,26 @@ class TrackedRun:
     def log_layer_metrics(self, by_layer: Mapping[int, Mapping[str, Any]]) -> bool:
         """Per-layer values (`probe/score`, `delta/relative`, …) with step = layer index, in one batch,
         so the MLflow UI plots them against the layer axis."""
+        points = [(k, v, int(layer), None) for layer, values in by_layer.items() for k, v in values.items()]
+        payload = {"byLayer": {str(layer): dict(values) for layer, values in by_layer.items()}}
+        return self.log_points(points, "per-layer metrics", payload)
+
+    def log_points(
+        self,
+        points: Sequence[tuple[str, Any, int, int | None]],
+        what: str,
+        payload: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Metric points `(key, value, step, timestamp ms or None for now)` in one request."""
         now = now_ms()
         entries = [
-            Metric(metric_key(k), float(v), now, int(layer))
-            for layer, values in by_layer.items()
-            for k, v in values.items()
-            if is_number(v)
+            Metric(metric_key(k), float(v), at or now, step) for k, v, step, at in points if is_number(v)
         ]
         if not entries:
             return True
-        payload = {
-            "byLayer": {str(layer): dict(values) for layer, values in by_layer.items()},
-            "points": metric_points(entries),
-        }
+        data = {**(payload or {}), "points": metric_points(entries)}
         return self._log(
-            "metric", len(entries), f"{len(entries)} per-layer metrics", payload,
+            "metric", len(entries), f"{len(entries)} {what}", data,
             lambda rid: self.tracker.client.log_batch(rid, metrics=entries),
         )  # fmt: skip
 

@@ -251,6 +251,28 @@ class _Crash(TrainerCallback):
             self.server.kill()
 
 
+def test_step_metrics_travel_in_batches_and_a_failed_training_still_sends_its_last_ones(
+    tmp_path: Path, clean_mlflow_env: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "work"
+    tracker = Tracker(local_store_uri(workdir), "steps", local_dir=workdir, retry=FAST)
+    client = MlflowClient(local_store_uri(workdir))
+    with (
+        pytest.raises(RuntimeError),
+        tracker.start_run("train") as run,
+        records.step_logger(run, small_spec()) as hook,
+    ):
+        hook(1, 10, {"reward": 0.1})  # the first step is sent at once: the UI shows a curve early
+        hook(2, 10, {"reward": 0.2})
+        hook(3, 10, {"reward": 0.3})
+        steps = [m.step for m in client.get_metric_history(str(run.run_id), "train/reward")]
+        assert steps == [1]  # the others wait for the interval
+        raise RuntimeError("training crashed")
+    history = client.get_metric_history(str(run.run_id), "train/reward")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert not tracker.failures
+
+
 def test_server_that_hangs_then_dies_mid_training(
     tmp_path: Path, clean_mlflow_env: pytest.MonkeyPatch
 ) -> None:
@@ -318,13 +340,14 @@ def test_server_that_hangs_then_dies_mid_training(
             for m in store.get_metric_history(child_id, key)
         }
         unlogged = {
-            (key, f.payload["step"])
+            (key, step)
             for f in tracker.failures
             if f.kind == "metric" and f.run_id == child_id
-            for key in f.payload["metrics"]
+            for key, _, step, _ in f.payload["points"]
         }
-        assert {("train/reward", 1), ("train/reward", 2), ("train/loss", 2)} <= stored
-        assert {("train/reward", 3), ("train/loss", 3)} <= unlogged
+        # Step metrics travel in batches: step 1 at once, the rest with the last step (server gone).
+        assert {("train/reward", 1), ("train/loss", 1)} <= stored
+        assert {("train/reward", 2), ("train/reward", 3), ("train/loss", 3)} <= unlogged
         assert not stored & unlogged
         # A timed-out call may still land once the server wakes up: "not logged" means "not confirmed".
         assert 2 in {m.step for m in store.get_metric_history(str(run.run_id), "probe/score")}
