@@ -111,7 +111,7 @@ def main() -> None:
         "",
         f"`examples/demo.yaml`: {spec.training.max_steps} GRPO steps, batch {spec.training.batch_size} "
         f"× {spec.algorithm.num_generations} generations, lr {lr:g}, {spec.dataset.eval_size} eval items; "
-        f"seeds 0–{args.seeds - 1}. Layers from the spec's own {spec.probe.mode.value} probe "
+        f"seeds 0–{args.seeds - 1}. Layers from the spec's own {spec.probe.mode} probe "
         f"({probe_seconds:.0f} s, ranking {ranking}). Eval before training: {before:.3f}.",
         "",
         "| training | trained params | eval gain, mean ± sd | share of full gain | peak RSS | train time |",
