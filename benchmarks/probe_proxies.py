@@ -72,19 +72,24 @@ def _markdown(results: dict[str, Any], spec: Any) -> str:
     ]
     for name, entry in v["proxies"].items():
         share = entry.get("shareOfExactWallTime")
+        wall = entry.get("wallSeconds")
         lines.append(
-            f"| {name} | {entry['spearman']} | {entry['kendall']} | {entry['topK'].get('1')} | "
-            f"{entry['topK'].get('3')} | {entry.get('wallSeconds', '-')} s | "
-            f"{'-' if share is None else f'{share:.1%}'} |"
+            f"| {name} | {entry['spearman']:.3f} | {entry['kendall']:.3f} | {_overlap(entry, 1)} | "
+            f"{_overlap(entry, 3)} | {'(same run)' if wall is None else f'{wall:.2f} s'} | "
+            f"{'(same run)' if share is None else f'{share:.1%}'} |"
         )
     s = results["exactSelfAgreement"]
     lines += [
         "",
-        f"Exact vs exact with another seed: Spearman {s['spearman']}, Kendall {s['kendall']}, "
-        f"top-1 {s['topK']['1']}, top-3 {s['topK']['3']}.",
-        "",
+        f"Exact vs exact with another seed: Spearman {s['spearman']:.3f}, Kendall {s['kendall']:.3f}, "
+        f"top-1 {_overlap(s, 1)}, top-3 {_overlap(s, 3)}.",
     ]
     return "\n".join(lines)
+
+
+def _overlap(entry: dict[str, Any], k: int) -> str:
+    """Top-k overlap as layers in common out of k."""
+    return f"{round(entry['topK'][str(k)] * k)}/{k}"
 
 
 if __name__ == "__main__":
