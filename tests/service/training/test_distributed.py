@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -27,6 +28,17 @@ def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*torchrun, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def write_spec(tmp_path: Path, **sections: Any) -> Path:
+    """A small spec on the demo model (a high learning rate: a few steps change the weights)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
+        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+        **sections,
+    }))  # fmt: skip
+    return spec
+
+
 @pytest.mark.heavy
 def test_two_ranks_train_the_same_weights_and_one_patch_is_written(tmp_path: Path) -> None:
     done = launch([str(REPO / "tests" / "service" / "training" / "rank_weights.py"), str(tmp_path)], tmp_path)
@@ -41,12 +53,7 @@ def test_two_ranks_train_the_same_weights_and_one_patch_is_written(tmp_path: Pat
 
 @pytest.mark.heavy
 def test_the_cli_under_torchrun_prints_one_result_and_resumes(tmp_path: Path) -> None:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
-        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-        "training": {"maxSteps": 4, "batchSize": 8, "saveSteps": 2},
-    }))  # fmt: skip
+    spec = write_spec(tmp_path, training={"maxSteps": 4, "batchSize": 8, "saveSteps": 2})
     args = ["--no-python", str(BIN / "layerpilot"), "train", str(spec), "--layers", "2", "--out", "run"]
     first = launch([*args, "--max-steps", "2", "--no-mlflow", "--json"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -68,12 +75,7 @@ def test_the_cli_under_torchrun_prints_one_result_and_resumes(tmp_path: Path) ->
 @pytest.mark.heavy
 def test_a_probe_unit_under_torchrun_writes_one_partial(tmp_path: Path) -> None:
     """An exact unit (as an Indexed Job or TrainJob runs it) trains on every rank; one scores and writes."""
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
-        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-        "training": {"batchSize": 8}, "probe": {"mode": "exact", "steps": 2},
-    }))  # fmt: skip
+    spec = write_spec(tmp_path, training={"batchSize": 8}, probe={"mode": "exact", "steps": 2})
     probe = [str(BIN / "layerpilot"), "probe", str(spec), "--out", "probe", "--no-mlflow", "--json"]
     done = launch(["--no-python", *probe, "--layer-index", "3"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
