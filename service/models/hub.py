@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from service.errors import LayerpilotError, SpecError, first_line
+from service.models.gguf import find_gguf, is_gguf
 
 DEMO_MODEL_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
 
@@ -21,7 +22,8 @@ HUB_ALLOW_PATTERNS: tuple[str, ...] = ("*.json", "*.safetensors", "*.model", "*.
 
 
 def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_code: bool = False) -> Path:
-    """The local directory holding the model named by `model.uri`, downloading it only if allowed.
+    """The local directory holding the model named by `model.uri` (or its `.gguf` file: see
+    `service.models.gguf`), downloading it only if allowed.
 
     Hub models go through the standard Hugging Face cache so that a model downloaded once (or placed
     there by an init container) is reused, and so that air-gapped clusters work with HF_HUB_OFFLINE.
@@ -40,13 +42,21 @@ def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_cod
 
 
 def _local_model_dir(uri: str) -> Path:
+    """A directory saved with `save_pretrained`, else a GGUF file (or a directory holding one)."""
     path = Path(uri).expanduser()
-    fix = "set model.uri to a directory saved with save_pretrained, builtin:demo or hf://org/name"
+    fix = (
+        "set model.uri to a directory saved with save_pretrained, a .gguf file, builtin:demo or hf://org/name"
+    )
     if not path.exists():
         raise SpecError("model.uri", f"'{uri}' does not exist", fix)
+    if is_gguf(path):
+        return path.resolve()
     if not path.is_dir():
-        raise SpecError("model.uri", f"'{uri}' is a file, not a model directory", fix)
+        raise SpecError("model.uri", f"'{uri}' is a file, not a model directory or a .gguf file", fix)
     if not (path / "config.json").is_file():
+        gguf = find_gguf(path, uri)
+        if gguf is not None:
+            return gguf
         raise SpecError("model.uri", f"'{uri}' has no config.json, so it is not a transformers model", fix)
     return path.resolve()
 

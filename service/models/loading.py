@@ -23,6 +23,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from service.errors import LayerpilotError, SpecError, UnsupportedArchitectureError, first_line
+from service.models.gguf import as_plain_model, is_gguf, pretrained_args
 from service.models.hub import resolve_model_dir
 from service.spec.models import ModelSpec
 
@@ -87,7 +88,8 @@ def load_model_and_tokenizer(
     token and left padding, because GRPO generates from batches of prompts of different lengths.
     """
     path = _checked_model_dir(model)
-    if not any(next(path.glob(pattern), None) for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth")):
+    gguf = is_gguf(path)
+    if not gguf and not any(next(path.glob(p), None) for p in ("*.safetensors", "*.bin", "*.pt", "*.pth")):
         raise SpecError(
             "model.uri",
             f"{model.uri} has a config.json but no weights ({path})",
@@ -98,9 +100,12 @@ def load_model_and_tokenizer(
     if dtype is None and target.type == "cpu":
         load_dtype = torch.float32
     trust = bool(model.trust_remote_code)
+    source, extra = pretrained_args(path) if gguf else (str(path), {})
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(str(path), dtype=load_dtype, trust_remote_code=trust)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            source, dtype=load_dtype, trust_remote_code=trust, **extra
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **extra)
     except ValueError as error:
         if _is_remote_code_refusal(error):
             raise SpecError(
@@ -113,6 +118,8 @@ def load_model_and_tokenizer(
         raise LayerpilotError(f"cannot load {model.uri} from {path}: {first_line(error)}") from None
     if not isinstance(loaded, PreTrainedModel):
         raise LayerpilotError(f"{model.uri} loaded as {type(loaded).__name__}, not a transformers model")
+    if gguf:
+        as_plain_model(loaded)
     _prepare_tokenizer(tokenizer, model.uri)
     generation_config = getattr(loaded, "generation_config", None)
     if generation_config is not None and generation_config.pad_token_id is None:
@@ -137,13 +144,16 @@ def load_empty_model(model: ModelSpec) -> torch.nn.Module:
     """The spec's architecture built on the meta device from its config: no weights are read."""
     path = _checked_model_dir(model)
     trust = bool(model.trust_remote_code)
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust)
+    source, extra = pretrained_args(path) if is_gguf(path) else (str(path), {})
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust, **extra)
     with torch.device("meta"):
         return cast(torch.nn.Module, AutoModelForCausalLM.from_config(config, trust_remote_code=trust))
 
 
 def _checked_model_dir(model: ModelSpec) -> Path:
-    """The model's directory, once its config says it loads without code the user has not allowed."""
+    """The model's directory, once its config says it loads without code the user has not allowed
+    (a GGUF file holds no code)."""
     path = resolve_model_dir(model.uri, model.revision, trust_remote_code=model.trust_remote_code)
-    _check_code_source(model.uri, _read_config(path), model.trust_remote_code)
+    if not is_gguf(path):
+        _check_code_source(model.uri, _read_config(path), model.trust_remote_code)
     return path

@@ -20,15 +20,22 @@ import torch
 from safetensors import safe_open
 
 from service.errors import LayerpilotError, first_line
+from service.models.gguf import is_gguf
 
 
 def fingerprint_model_dir(model_dir: Path) -> str:
-    """`sha256:<hex>` over every weight tensor in a transformers model directory, sorted by name.
+    """`sha256:<hex>` over every weight tensor in a transformers model directory, sorted by name
+    (of a GGUF model: over its file).
 
     Each tensor's bytes stream from its file in chunks, so hashing costs no memory however large the
     tensor (an 8B model's embedding is over a gigabyte).
     """
     digest = hashlib.sha256()
+    if is_gguf(model_dir):
+        with model_dir.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+        return "sha256:" + digest.hexdigest()
     entries = _stored_entries(model_dir)
     with contextlib.ExitStack() as stack:
         handles = {file: stack.enter_context(file.open("rb")) for file in {e.file for e in entries.values()}}
@@ -130,6 +137,6 @@ class _StoredTensors(Mapping[str, torch.Tensor]):
 
 def has_stored_tensors(model_dir: Path, names: Iterable[str]) -> bool:
     """Whether every one of `names` is in the model's safetensors files (reads headers only)."""
-    if not any(model_dir.glob("*.safetensors")):
+    if not model_dir.is_dir() or not any(model_dir.glob("*.safetensors")):
         return False
     return set(names) <= _stored_entries(model_dir).keys()

@@ -61,7 +61,8 @@ class ModelSpec(_Model):
     uri: str = Field(
         "builtin:demo",
         description="The base model: `builtin:demo`, a local directory in transformers format, "
-        "or `hf://org/name` (resolved through the Hugging Face cache).",
+        "a local `.gguf` file (or a directory holding one; loaded dequantized, needs "
+        "`pip install 'layerpilot[gguf]'`), or `hf://org/name` (resolved through the Hugging Face cache).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for `hf://` models.")
     trust_remote_code: bool = Field(
