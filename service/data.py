@@ -1,7 +1,10 @@
 """Training and evaluation rows from the spec's dataset.
 
 Every source becomes two lists of dicts with the prompt under `prompt` and the reference under
-`answer` (the names TRL and our rewards expect); other columns pass through to the rewards.
+`answer` (the names TRL and our rewards expect); other columns pass through to the rewards. A
+prompt is text, or a conversation: a list of `{role, content}` messages (TRL's conversational
+format), which training and evaluation render with the tokenizer's chat template. With
+`dataset.chatTemplate: true` every text prompt becomes a conversation of one user message.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
             train, evaluation = train[: -dataset.eval_size], train[-dataset.eval_size :]
     train = _normalise(train, dataset)
     evaluation = _normalise(evaluation, dataset)[: dataset.eval_size]
+    if dataset.chat_template:
+        train, evaluation = _as_conversations(train), _as_conversations(evaluation)
     if not train:
         raise SpecError("dataset.uri", "the training split is empty", "point it at data with rows")
     return train, evaluation
@@ -114,9 +119,48 @@ def _normalise(rows: list[Row], dataset: DatasetSpec) -> list[Row]:
                 f"set dataset.{alias} to one of them",
             )
     out = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         new = {k: v for k, v in row.items() if k not in (dataset.prompt_field, dataset.answer_field)}
-        new["prompt"] = row[dataset.prompt_field]
+        new["prompt"] = _checked_prompt(row[dataset.prompt_field], number, dataset)
         new["answer"] = row[dataset.answer_field]
         out.append(new)
     return out
+
+
+def is_conversation(prompt: Any) -> bool:
+    """Whether a prompt is a list of chat messages rather than text."""
+    return isinstance(prompt, list)
+
+
+def _checked_prompt(prompt: Any, number: int, dataset: DatasetSpec) -> Any:
+    """Text as it is; a conversation only if every message has a string `role` and `content`."""
+    if isinstance(prompt, str) or not is_conversation(prompt):
+        return prompt
+    for message in prompt:
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str) and "content" in message):
+            raise SpecError(
+                "dataset.promptField",
+                f"row {number} of {dataset.uri}: column '{dataset.prompt_field}' is a list, but not of "
+                f"chat messages ({str(message)[:60]})",
+                'give each message as {"role": "user", "content": "..."}',
+            )
+    return [{"role": m["role"], "content": m["content"]} for m in prompt]
+
+
+def _as_conversations(rows: list[Row]) -> list[Row]:
+    return [
+        {**row, "prompt": [{"role": "user", "content": row["prompt"]}]}
+        if isinstance(row["prompt"], str)
+        else row
+        for row in rows
+    ]
+
+
+def check_chat_template(rows: list[Row], tokenizer: Any, uri: str) -> None:
+    """Refuse conversations for a tokenizer that cannot render them."""
+    if any(is_conversation(row["prompt"]) for row in rows) and not getattr(tokenizer, "chat_template", None):
+        raise SpecError(
+            "dataset.chatTemplate",
+            f"the prompts are conversations, but the tokenizer of {uri} has no chat template",
+            "use text prompts (chatTemplate: false) or a model whose tokenizer has a chat template",
+        )

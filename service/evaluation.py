@@ -14,7 +14,7 @@ from typing import Any, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from service.data import Row, load_rows
+from service.data import Row, check_chat_template, is_conversation, load_rows
 from service.patch import load_patched_model, read_patch
 from service.progress import SILENT, Progress
 from service.rewards.base import RewardFunc
@@ -43,11 +43,19 @@ class EvalResult:
         }
 
 
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> str:
+    """A text prompt as it is; a conversation through the tokenizer's chat template, ready for the
+    assistant's answer (as TRL renders it for training)."""
+    if not is_conversation(prompt):
+        return str(prompt)
+    return str(tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True))
+
+
 @torch.no_grad()
 def generate_greedy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list[Any],
     *,
     max_new_tokens: int,
     batch_size: int = 64,
@@ -60,8 +68,10 @@ def generate_greedy(
     out: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            chunk = [render_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
+            # a rendered conversation already holds the template's special tokens
+            special = not any(is_conversation(prompt) for prompt in prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=special).to(device)
             generated = cast(Any, model).generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -92,6 +102,7 @@ def evaluate_model(
 ) -> EvalResult:
     """Score a loaded model on `rows` with the spec's rewards."""
     started = time.perf_counter()
+    check_chat_template(rows, tokenizer, str(getattr(model.config, "_name_or_path", "") or "the model"))
     prompts = [row["prompt"] for row in rows]
     progress.start("eval", len(prompts))
     completions = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens, progress=progress)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from service.data import load_rows
+from service.data import check_chat_template, load_rows
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import LayerStack, find_decoder_layers, freeze_except, inspect_stack
 from service.probe.report import LayerScore, ProbeReport, rank_layers
@@ -99,6 +99,7 @@ def gradient_scores(
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
+    check_chat_template(train_rows, tokenizer, spec.model.uri)
     stack = find_decoder_layers(model, spec.model.layers_path)
     chosen = list(range(len(stack))) if candidates is None else sorted(candidates)
     names = freeze_except(model, stack, chosen)

@@ -8,7 +8,6 @@ that names the field, before any model is loaded. `module:function` names a rewa
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 import inspect
 import types
@@ -17,7 +16,7 @@ from typing import Any
 
 from service.errors import SpecError, first_line
 from service.rewards.answers import Format, MathEquivalence, exact_answer
-from service.rewards.base import ParamError, RewardFunc
+from service.rewards.base import ParamError, RewardFunc, completion_text
 from service.rewards.code import CodeTests
 from service.spec.models import RewardSpec
 
@@ -116,10 +115,20 @@ def _build_custom(spec: RewardSpec, index: int) -> RewardFunc:
             f"'{spec.name}' does not accept **kwargs",
             "define it as def f(completions, **kwargs): TRL passes every dataset column",
         )
-    if not spec.params:
-        return typing.cast(RewardFunc, target)
-    bound = functools.partial(target, **spec.params)
-    return typing.cast(RewardFunc, functools.update_wrapper(bound, target))
+    return _TextCompletions(target, spec.params)
+
+
+class _TextCompletions:
+    """Your `module:function` reward, given each completion as text (conversational completions are
+    message lists in TRL) and the spec's `params` as keywords. A class, so it pickles."""
+
+    def __init__(self, function: Any, params: dict[str, Any]) -> None:
+        self.function, self.params = function, dict(params)
+        self.__name__ = getattr(function, "__name__", type(function).__name__)
+
+    def __call__(self, completions: list[Any], **kwargs: Any) -> list[float | None]:
+        texts = [completion_text(c) for c in completions]
+        return typing.cast(list[float | None], self.function(completions=texts, **kwargs, **self.params))
 
 
 def build_reward(spec: RewardSpec, index: int = 0) -> RewardFunc:

@@ -102,9 +102,18 @@ class DatasetSpec(_Model):
         description="Training data: `builtin:arith`, a local .jsonl/.json/.csv/.parquet file, a "
         "local dataset directory, or `hf://org/name`.",
     )
-    prompt_field: str = Field("prompt", description="Column holding the prompt text.")
+    prompt_field: str = Field(
+        "prompt",
+        description="Column holding the prompt: text, or a conversation (a list of `{role, content}` "
+        "messages, rendered with the tokenizer's chat template in training and evaluation alike).",
+    )
     answer_field: str = Field(
         "answer", description="Column holding the reference answer, passed to rewards as `answer`."
+    )
+    chat_template: bool = Field(
+        False,
+        description="Render text prompts with the tokenizer's chat template, each as one user message "
+        "(what instruct models expect). Rewards still receive the completion as text.",
     )
     eval_size: int = Field(
         64, ge=1, description="Number of held-out items used for evaluation (greedy decoding)."

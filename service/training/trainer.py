@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from service.data import load_rows
+from service.data import check_chat_template, load_rows
 from service.errors import LayerpilotError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
@@ -101,6 +101,7 @@ def train(
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
+    check_chat_template(train_rows, tokenizer, spec.model.uri)
     stack = find_decoder_layers(model, spec.model.layers_path)
     chosen = check_layer_indices(list(layers), len(stack), field="layers")
     trainable = freeze_except(model, stack, chosen)
