@@ -27,13 +27,19 @@ def probe_heading(report: ProbeReport) -> str:
 def layer_table(report: ProbeReport) -> Table:
     """One row per probed layer: score (S_k in exact mode), C(k), rank; selected layers marked `*`."""
     exact = report.mode == "exact"
-    columns = ("layer", "S_k", "C(k)", "rank") if exact else ("layer", "score", "rank")
+    spans = exact and any(item.score_interval for item in report.layers)
+    columns: tuple[str, ...] = ("layer", "S_k", "C(k)", "rank") if exact else ("layer", "score", "rank")
+    if spans:
+        columns = ("layer", "S_k", "C(k)", "C(k) 95 % interval", "rank")
     table = plain_table(*columns, right=columns)
     for layer in sorted(report.layers, key=lambda item: item.index):
         mark = " *" if layer.index in report.selected else "  "
         row = [f"{layer.index}{mark}", score(layer.score)]
         if exact:
             row.append(score(layer.contribution, 3))
+        if spans:
+            span = layer.contribution_interval
+            row.append(f"{span[0]:.2f} … {span[1]:.2f}" if span else "-")
         row.append(str(layer.rank))
         table.add_row(*row)
     return table

@@ -31,6 +31,7 @@ class EvalResult:
     rewards: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     samples: list[dict[str, str]] = field(default_factory=list)
+    item_scores: list[float] = field(default_factory=list)  # per eval item, in order (for intervals)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,6 +124,7 @@ def evaluate_model(
     ]
     progress.finish("eval", f"score {score:.4f}")
     return EvalResult(
+        item_scores=[t / weight_sum for t in total],
         score=score,
         num_items=len(rows),
         rewards=per_reward,

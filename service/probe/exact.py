@@ -23,6 +23,7 @@ import torch
 
 from service.errors import LayerpilotError, SpecError, first_line
 from service.models.stack import inspect_stack
+from service.probe.intervals import METHOD, Interval, overlap, paired_intervals
 from service.probe.report import LayerScore, ProbeReport, rank_layers
 from service.probe.selection import select_layers
 from service.probe.units import (
@@ -252,6 +253,7 @@ def merge_partials(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> Pr
         )
     scores = {i: float(by_unit[str(i)]["score"]) for i in candidates}
     ranks = rank_layers(scores, num_layers)
+    spans = _intervals(by_unit)
     layers = [
         LayerScore(
             index=i,
@@ -260,9 +262,21 @@ def merge_partials(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> Pr
             contribution=(scores[i] - s_base) / gain if usable else None,
             rank=ranks[i],
             details={"deltaRelative": float(by_unit[str(i)].get("deltas", {}).get(str(i), math.nan))},
+            score_interval=spans[str(i)]["score"] if spans else None,
+            contribution_interval=spans[str(i)]["contribution"] if spans and usable else None,
         )
         for i in candidates
     ]
+    extra: dict[str, Any] = {}
+    if spans:
+        extra = {
+            "intervals": dict(METHOD),
+            "baselineInterval": list(spans["base"]["score"] or ()),
+            "fullInterval": list(spans["full"]["score"] or ()),
+        }
+        resolved, note = _ranking_resolved(layers, usable)
+        extra["rankingResolved"] = resolved
+        notes.extend([note] if note else [])
     report = ProbeReport(
         model=str(first["model"]),
         num_layers=num_layers,
@@ -280,12 +294,38 @@ def merge_partials(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> Pr
             "minDetectableGain": round(threshold, 6),
             "unitSeconds": {u: by_unit[u]["seconds"] for u in units_for(candidates)},
             "exactCostSeconds": round(sum(float(r["seconds"]) for r in by_unit.values()), 2),
+            **extra,
         },
     )
     if spec is not None:
         report.strategy = spec.selection.strategy
         report.selected = select_layers(spec.selection, report)
     return report
+
+
+def _intervals(by_unit: dict[str, dict[str, Any]]) -> dict[str, dict[str, Interval | None]] | None:
+    """Paired bootstrap intervals, when every unit kept its per-item scores (partials written before
+    layerpilot kept them have none)."""
+    items = {unit: record.get("itemScores") for unit, record in by_unit.items()}
+    if not all(items.values()) or len({len(v or []) for v in items.values()}) != 1:
+        return None
+    return paired_intervals({unit: list(v or []) for unit, v in items.items()})
+
+
+def _ranking_resolved(layers: list[LayerScore], usable: bool) -> tuple[bool, str | None]:
+    """Whether the top two layers' intervals are apart; if not, a note on what would separate them."""
+    top = sorted(layers, key=lambda item: item.rank)[:2]
+    if len(top) < 2:
+        return True, None
+    spans = [(item.contribution_interval if usable else item.score_interval) for item in top]
+    if not overlap(*spans):
+        return True, None
+    what = "C(k)" if usable else "S_k"
+    return False, (
+        f"the ranking of layers {top[0].index} and {top[1].index} is not resolved: their 95 % {what} "
+        "intervals overlap; more eval items (dataset.evalSize) or probe runs with other seeds "
+        "(training.seed) would separate them"
+    )
 
 
 def min_detectable_gain(base_score: float, num_items: int) -> float:

@@ -46,6 +46,10 @@ REPORT_FIELDS: dict[str, str] = {
     "candidates": "proxy modes: the layers scored",
     "exactCostEstimateSeconds": "gradient: estimated RL time of an exact probe of the same layers",
     "rolloutStepSeconds": "gradient: measured time of one rollout-and-gradient batch",
+    "intervals": "exact: how the 95 % intervals were computed (paired bootstrap over eval items)",
+    "baselineInterval": "exact: 95 % interval of S_base",
+    "fullInterval": "exact: 95 % interval of S_full",
+    "rankingResolved": "exact: whether the top two layers' intervals are apart (else a note says so)",
 }
 """Every field `probe_report.json` may hold (the reference is generated from this)."""
 
@@ -56,6 +60,8 @@ LAYER_FIELDS: dict[str, str] = {
     "contribution": "C(k) = (S_k − S_base) / (S_full − S_base) in exact mode; null otherwise",
     "rank": "1 = the layer most worth training",
     "details": "mode-specific numbers (exact: `deltaRelative`; gradient: `l1PerParam`, `l2sqPerParam`)",
+    "scoreInterval": "exact: 95 % interval of S_k, [low, high] (null without per-item scores)",
+    "contributionInterval": "exact: 95 % interval of C(k), [low, high] (null when C(k) is not computed)",
 }
 """Every field of an entry of `layers`."""
 
@@ -68,6 +74,8 @@ class LayerScore:
     contribution: float | None = None
     rank: int = 0
     details: dict[str, float] = field(default_factory=dict)
+    score_interval: tuple[float, float] | None = None
+    contribution_interval: tuple[float, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -77,6 +85,9 @@ class LayerScore:
             "contribution": _finite(self.contribution),
             "rank": self.rank,
         }
+        if self.score_interval is not None or self.contribution_interval is not None:
+            data["scoreInterval"] = _pair(self.score_interval)
+            data["contributionInterval"] = _pair(self.contribution_interval)
         if self.details:
             data["details"] = {k: _finite(v) for k, v in self.details.items()}
         return data
@@ -136,6 +147,8 @@ class ProbeReport:
                 contribution=item.get("contribution"),
                 rank=int(item.get("rank", 0)),
                 details=dict(item.get("details") or {}),
+                score_interval=_interval(item.get("scoreInterval")),
+                contribution_interval=_interval(item.get("contributionInterval")),
             )
             for item in data["layers"]
         ]
@@ -181,6 +194,14 @@ def read_report(path: Path, field_name: str = "REPORT") -> ProbeReport:
         raise SpecError(
             field_name, f"{path} is not a probe report (missing {error})", "re-run `layerpilot probe`"
         ) from None
+
+
+def _pair(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [float(interval[0]), float(interval[1])]
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    return None if not value else (float(value[0]), float(value[1]))
 
 
 def rank_layers(scores: dict[int, float], num_layers: int) -> dict[int, int]:
@@ -229,6 +250,14 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(layers) + 3), 4.2), dpi=120)
     bars = ax.bar([item.index for item in layers], heights, color=colors, edgecolor="black", linewidth=0.5)
+    spans = [item.contribution_interval if use_contribution else item.score_interval for item in layers]
+    if all(span is not None for span in spans):
+        below = [max(h - span[0], 0.0) for h, span in zip(heights, spans, strict=True) if span]
+        above = [max(span[1] - h, 0.0) for h, span in zip(heights, spans, strict=True) if span]
+        x = [item.index for item in layers]
+        ax.errorbar(
+            x, heights, yerr=[below, above], fmt="none", ecolor="black", capsize=3, label="95 % interval"
+        )
     if use_contribution:
         ax.axhline(1.0, color="#1b9e77", linestyle="--", linewidth=1.5, label="full-model RL (C = 1)")
         ax.axhline(0.0, color="black", linewidth=0.8)
@@ -258,8 +287,7 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
         Patch(color="#d95f02", label="selected"),
         Patch(color="#7570b3", label="not selected"),
     ]
-    if use_contribution:
-        handles.extend(ax.get_legend_handles_labels()[0])
+    handles.extend(ax.get_legend_handles_labels()[0])
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

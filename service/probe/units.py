@@ -152,6 +152,7 @@ def run_unit(
             (run_dir / PATCH_TENSORS).unlink(missing_ok=True)
     record["score"] = result.score
     record["numItems"] = result.num_items
+    record["itemScores"] = result.item_scores  # paired intervals need every unit's per-item scores
     record["seconds"] = round(time.perf_counter() - started, 3)
     write_json(partial_path(out_dir, unit), record)
     return record

@@ -118,7 +118,8 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
         lines += [
             "",
             "#### Per layer",
-            "| layer | probe score | contribution | rank | weight change ‖ΔW‖/‖W‖ | trained |",
+            "| layer | probe score | contribution (95 % interval) | rank | weight change ‖ΔW‖/‖W‖ "
+            "| trained |",
             "|---:|---:|---:|---:|---:|:-:|",
             *rows,
         ]
@@ -139,11 +140,13 @@ def _layer_rows(review: PatchReview) -> list[str]:
     rows = []
     for index in sorted(by_index):
         row = by_index[index]
-        contribution = row.get("contribution")
+        contribution, span = row.get("contribution"), row.get("contributionInterval")
         delta = review.deltas.get(str(index))
+        shown = "–" if contribution is None else format(float(contribution), "+.3f")
+        if contribution is not None and span:
+            shown += f" ({float(span[0]):+.2f} … {float(span[1]):+.2f})"
         rows.append(
-            f"| {index} | {_num(row.get('score'))} | "
-            f"{'–' if contribution is None else format(float(contribution), '+.3f')} | "
+            f"| {index} | {_num(row.get('score'))} | {shown} | "
             f"{row.get('rank', '–')} | {'–' if delta is None else format(delta, '.2e')} | "
             f"{'✔' if index in review.layers else ''} |"
         )

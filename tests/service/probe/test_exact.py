@@ -119,7 +119,9 @@ def test_indexed_job_pods_map_their_completion_index_to_a_unit(monkeypatch: pyte
         parse_unit("1", candidates)
 
 
-def _write_partial(out: Path, unit: str, score: float, items: int = 300) -> None:
+def _write_partial(
+    out: Path, unit: str, score: float, items: int = 300, item_scores: list[float] | None = None
+) -> None:
     record = {
         "unit": unit,
         "probeFingerprint": "f" * 16,
@@ -132,6 +134,7 @@ def _write_partial(out: Path, unit: str, score: float, items: int = 300) -> None
         "score": score,
         "numItems": items,
         "seconds": 1.0,
+        **({"itemScores": item_scores} if item_scores is not None else {}),
     }
     path = partial_path(out, unit)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,6 +162,47 @@ def test_a_gain_within_eval_noise_gives_no_contributions(tmp_path: Path) -> None
     assert all(math.isfinite(layer["score"]) for layer in data["layers"])
 
 
+def _items(right: int, total: int = 300) -> list[float]:
+    """Per-item 0/1 scores: the first `right` items answered right."""
+    return [1.0] * right + [0.0] * (total - right)
+
+
+def test_intervals_are_paired_over_the_same_items(tmp_path: Path) -> None:
+    """Layer 0 gives the base's answers item for item: its C(k) interval has zero width. Layer 1 is
+    clearly better (it keeps every item the base got right and adds 60): its interval excludes the
+    base. Layer 2 is one item better than layer 1, so their ranking is not resolved."""
+    units = {"base": _items(120), "full": _items(180), "0": _items(120), "1": _items(180), "2": _items(181)}
+    for unit, scores in units.items():
+        _write_partial(tmp_path, unit, sum(scores) / len(scores), item_scores=scores)
+    report = merge_partials(tmp_path)
+    layers = {layer.index: layer for layer in report.layers}
+    assert layers[0].contribution_interval == (0.0, 0.0)
+    assert list(layers[0].score_interval or ()) == report.extra["baselineInterval"]
+    low, high = layers[1].contribution_interval or (0.0, 0.0)
+    assert 0.0 < low <= 1.0 <= high and layers[1].score_interval[0] > report.baseline_score  # type: ignore[index]
+    assert report.extra["intervals"]["method"] == "paired bootstrap over eval items"
+    assert report.extra["rankingResolved"] is False
+    assert any(
+        "layers 2 and 1 is not resolved" in note and "dataset.evalSize" in note for note in report.notes
+    )
+    data = report.to_json()
+    assert data["layers"][1]["contributionInterval"] == [low, high]
+    assert ProbeReport.from_json(data).layers[1].contribution_interval == (low, high)
+    assert (
+        tmp_path / REPORT_PNG
+    ).exists() is False  # merge alone writes nothing; the chart is drawn on write
+    report.write(tmp_path)
+    assert (tmp_path / REPORT_PNG).stat().st_size > 10_000
+
+
+def test_partials_without_item_scores_give_no_intervals(tmp_path: Path) -> None:
+    for unit, score in {"base": 0.40, "full": 0.60, "0": 0.45, "1": 0.70, "2": 0.40}.items():
+        _write_partial(tmp_path, unit, score)
+    report = merge_partials(tmp_path)
+    assert all(layer.score_interval is None for layer in report.layers)
+    assert "intervals" not in report.extra and "scoreInterval" not in report.to_json()["layers"][0]
+
+
 @pytest.mark.heavy
 def test_demo_exact_probe_gives_finite_contributions(tmp_path: Path) -> None:
     """The shipped demo spec: full RL gains clearly, so every layer gets a finite C(k)."""
@@ -171,3 +215,6 @@ def test_demo_exact_probe_gives_finite_contributions(tmp_path: Path) -> None:
     assert all(c is not None and math.isfinite(c) for c in contributions)
     assert report.selected == [report.ranking[0]]
     assert (tmp_path / REPORT_PNG).exists()
+    for layer in report.layers:  # every layer has intervals around its own figures
+        assert layer.score_interval and layer.score_interval[0] <= layer.score <= layer.score_interval[1]
+        assert layer.contribution_interval is not None
