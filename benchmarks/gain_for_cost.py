@@ -2,10 +2,11 @@
 
 The demo spec (`examples/demo.yaml`: 6-layer Qwen3, `builtin:arith`, 300 eval items, 60 GRPO steps)
 is probed once with its own exact probe; then, for 3 training seeds each, in a fresh process per run
-(so its peak RSS is its own): the probe's top-1 layer, its top-2 layers, the full model (every
-parameter), and LoRA (PEFT r=16 on every linear layer of every decoder layer) at the shared learning
-rate and at 10 × it (LoRA users raise theirs). Every run has the same budget: the spec's steps,
-batch and learning rate unless said. Eval gain = greedy accuracy after − before, on the same items.
+(so its peak RSS is its own): the probe's top-1 layer at the shared learning rate and at the spec's
+`training.learningRateMultiplier` (what `layerpilot train` uses), its top-2 layers, the full model
+(every parameter) at the shared rate, and LoRA (PEFT r=16 on every linear layer of every decoder
+layer) at the shared rate and at 10 × it (LoRA users raise theirs). Every run has the spec's steps
+and batch. Eval gain = greedy accuracy after − before, on the same items.
 
 Run: `.venv/bin/python benchmarks/gain_for_cost.py [--seeds 3]` (about 6 minutes on 2 cores);
 writes its section of benchmarks/RESULTS.md.
@@ -77,9 +78,11 @@ def main() -> None:
         probe_seconds = time.perf_counter() - probed
         ranking = report.ranking
         before = evaluate(spec).score
+        times = spec.training.learning_rate_multiplier  # layerpilot's training of the selected layers
         configs: dict[str, tuple[Any, float]] = {
-            f"top-1 (layer {ranking[0]})": (ranking[:1], 1.0),
-            f"top-2 (layers {sorted(ranking[:2])})": (sorted(ranking[:2]), 1.0),
+            f"top-1 (layer {ranking[0]}), shared lr": (ranking[:1], 1.0 / times),
+            f"top-1 (layer {ranking[0]}), lr × {times:g} (the spec's multiplier)": (ranking[:1], 1.0),
+            f"top-2 (layers {sorted(ranking[:2])}), lr × {times:g}": (sorted(ranking[:2]), 1.0),
             "full model (every parameter)": ("every", 1.0),
             "LoRA r=16, all linear": ("lora", 1.0),
             "LoRA r=16, all linear, lr × 10": ("lora", 10.0),

@@ -139,7 +139,10 @@ def run_unit(
         with main_first():  # every rank then resumes from the same claimed directory
             if is_main():
                 _claim_run_dir(run_dir, probe_hash)
-        trained = train(spec, layers, run_dir, resume=True, max_steps=spec.probe.steps, progress=progress)
+        trained = train(
+            spec, layers, run_dir, resume=True, max_steps=spec.probe.steps, progress=progress,
+            learning_rate=spec.algorithm.learning_rate,  # the shared rate: C(k) compares like with like
+        )  # fmt: skip
         if not is_main():
             return record
         result = evaluate(spec, patch_dir=run_dir, progress=progress)

@@ -218,6 +218,14 @@ class TrainingSpec(_Model):
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
     )
     seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
+    learning_rate_multiplier: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Multiplies `algorithm.learningRate` when training the selected layers (`train`, "
+        "`adapt`). The probe's runs keep the shared rate, as C(k) requires. A few layers often need a "
+        "higher rate than the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md).",
+    )
     save_steps: int = Field(
         50,
         ge=1,

@@ -73,8 +73,12 @@ def train(
     on_step: Sequence[StepHook] = (),
     callbacks: Sequence[Any] = (),
     device: str | None = None,
+    learning_rate: float | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`.
+
+    The learning rate is `algorithm.learningRate` × `training.learningRateMultiplier`, unless
+    `learning_rate` is given (a probe unit passes the shared rate).
 
     `progress` sees the `train` phase; `on_step` hooks get TRL's metrics after every step (on the
     main process only); `callbacks` are extra `transformers.TrainerCallback`s.
@@ -83,6 +87,9 @@ def train(
     max_steps = max_steps or spec.training.max_steps
     precision = choose_precision(spec.training.precision, device)
     config_kwargs = grpo_config_kwargs(spec, out_dir / CHECKPOINTS, max_steps=max_steps, precision=precision)
+    if learning_rate is None:
+        learning_rate = spec.algorithm.learning_rate * spec.training.learning_rate_multiplier
+    config_kwargs["learning_rate"] = learning_rate
     reward_funcs, weights = build_rewards(spec.rewards)
     train_rows, _ = load_rows(spec.dataset)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume)

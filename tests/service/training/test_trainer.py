@@ -173,3 +173,21 @@ def test_rl_of_all_layers_raises_demo_accuracy(tmp_path: Path) -> None:
     train(spec, list(range(6)), tmp_path / "run")
     after = evaluate(spec, patch_dir=tmp_path / "run").score
     assert after >= before + 0.08, (before, after)
+
+
+class _Rate(TrainerCallback):  # type: ignore[misc]
+    """Records the learning rate the trainer was configured with."""
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.rate = args.learning_rate
+
+
+def test_the_learning_rate_multiplier_scales_training_but_not_a_probe_unit(tmp_path: Path) -> None:
+    spec = small_spec(algorithm={"learningRate": 1e-4}, training={"maxSteps": 1, "learningRateMultiplier": 3})
+    scaled, shared = _Rate(), _Rate()
+    train(spec, [1], tmp_path / "train", callbacks=[scaled])
+    train(spec, [1], tmp_path / "unit", callbacks=[shared], learning_rate=spec.algorithm.learning_rate)
+    assert scaled.rate == pytest.approx(3e-4) and shared.rate == pytest.approx(1e-4)
