@@ -110,11 +110,9 @@ class DatasetSpec(_Model):
     answer_field: str = Field(
         "answer", description="Column holding the reference answer, passed to rewards as `answer`."
     )
-    chat_template: bool = Field(
-        False,
-        description="Render text prompts with the tokenizer's chat template, each as one user message "
-        "(what instruct models expect). Rewards still receive the completion as text.",
-    )
+    chat_template: bool = Field(False, description=(
+        "Render text prompts with the tokenizer's chat template, each as one user message (what "
+        "instruct models expect). Rewards still receive the completion as text."))  # fmt: skip
     eval_size: int = Field(
         64, ge=1, description="Number of held-out items used for evaluation (greedy decoding)."
     )
@@ -218,20 +216,13 @@ class TrainingSpec(_Model):
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
     )
     seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
-    learning_rate_multiplier: float = Field(
-        1.0,
-        gt=0,
-        le=100,
-        description="Multiplies `algorithm.learningRate` when training the selected layers (`train`, "
-        "`adapt`). The probe's runs keep the shared rate, as C(k) requires. A few layers often need a "
-        "higher rate than the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md).",
-    )
-    save_steps: int = Field(
-        50,
-        ge=1,
-        description="Write a resumable checkpoint every this many steps: the trained layers' weights and "
-        "optimizer state only (the frozen layers are the base model's, never copied).",
-    )
+    learning_rate_multiplier: float = Field(1.0, gt=0, le=100, description=(
+        "Multiplies `algorithm.learningRate` when training the selected layers (`train`, `adapt`). The "
+        "probe's runs keep the shared rate, as C(k) requires. A few layers often need a higher rate than "
+        "the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md)."))  # fmt: skip
+    save_steps: int = Field(50, ge=1, description=(
+        "Write a resumable checkpoint every this many steps: the trained layers' weights and optimizer "
+        "state only (the frozen layers are the base model's, never copied)."))  # fmt: skip
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     precision: Precision = Field(
         Precision.auto,
