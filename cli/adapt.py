@@ -106,6 +106,8 @@ def render(summary: dict[str, Any]) -> None:
     report = read_report(Path(summary["probeDir"]))
     say(probe_heading(report))
     out.print(layer_table(report))
+    for text in report.notes:
+        say(f"note: {text}")
     layers = ", ".join(map(str, summary["selected"]))
     say(
         f"eval score {summary['evalBefore']:.4f} → {summary['evalAfter']:.4f} after training "
