@@ -134,7 +134,7 @@ def is_conversation(prompt: Any) -> bool:
 
 def _checked_prompt(prompt: Any, number: int, dataset: DatasetSpec) -> Any:
     """Text as it is; a conversation only if every message has a string `role` and `content`."""
-    if isinstance(prompt, str) or not is_conversation(prompt):
+    if not is_conversation(prompt):
         return prompt
     for message in prompt:
         if not (isinstance(message, dict) and isinstance(message.get("role"), str) and "content" in message):

@@ -69,9 +69,10 @@ def generate_greedy(
     out: list[str] = []
     try:
         for start in range(0, len(prompts), batch_size):
-            chunk = [render_prompt(tokenizer, prompt) for prompt in prompts[start : start + batch_size]]
+            batch = prompts[start : start + batch_size]
+            chunk = [render_prompt(tokenizer, prompt) for prompt in batch]
             # a rendered conversation already holds the template's special tokens
-            special = not any(is_conversation(prompt) for prompt in prompts[start : start + batch_size])
+            special = not any(is_conversation(prompt) for prompt in batch)
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=special).to(device)
             generated = cast(Any, model).generate(
                 **enc,

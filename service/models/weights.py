@@ -105,13 +105,16 @@ def _stored_entries(model_dir: Path) -> dict[str, _Entry]:
 
 
 def stored_tensors(model_dir: Path, names: Iterable[str]) -> Mapping[str, torch.Tensor] | None:
-    """The base model's own copy of `names`, read from its safetensors files (None if any is missing).
+    """The base model's own copy of `names`, read from its safetensors files (None if any is missing,
+    or the model has no safetensors files).
 
     Training compares trained layers with these at the end instead of keeping a copy of them in
     memory for the whole run (for full-model training that copy is a second model). Each tensor is
     read when it is looked up, so comparing them one by one holds one base tensor at a time.
     """
     wanted = set(names)
+    if not model_dir.is_dir() or not any(model_dir.glob("*.safetensors")):
+        return None
     entries = _stored_entries(model_dir)
     if not wanted <= entries.keys():
         return None
@@ -137,6 +140,4 @@ class _StoredTensors(Mapping[str, torch.Tensor]):
 
 def has_stored_tensors(model_dir: Path, names: Iterable[str]) -> bool:
     """Whether every one of `names` is in the model's safetensors files (reads headers only)."""
-    if not model_dir.is_dir() or not any(model_dir.glob("*.safetensors")):
-        return False
-    return set(names) <= _stored_entries(model_dir).keys()
+    return stored_tensors(model_dir, names) is not None

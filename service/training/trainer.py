@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,7 +23,7 @@ from service.errors import LayerpilotError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
-from service.models.weights import fingerprint_model_dir, has_stored_tensors, stored_tensors
+from service.models.weights import fingerprint_model_dir, stored_tensors
 from service.patch import PATCH_META, LayerDeltas, compute_deltas, write_patch
 from service.progress import SILENT, Progress, StepHook, reward_info
 from service.ranks import is_main
@@ -119,11 +119,11 @@ def train(
     if spec.training.gradient_checkpointing:
         _enable_checkpointing(model)
     params = dict(model.named_parameters())
-    # The base weights of the trained layers are read back from the model's files at the end; only
-    # a model whose files do not hold them (e.g. renamed tensors) keeps a copy in memory meanwhile.
-    from_files = has_stored_tensors(model_dir, trainable)
-    base_state: Mapping[str, torch.Tensor] = {}
-    if not from_files:
+    # The base weights of the trained layers are read back from the model's files at the end (a
+    # lazy mapping: nothing is read now); only a model whose files do not hold them (renamed
+    # tensors, a GGUF file) keeps a copy in memory meanwhile.
+    base_state = stored_tensors(model_dir, trainable)
+    if base_state is None:
         base_state = {n: _whole(params[n]).detach().to("cpu", copy=True) for n in trainable}
     n_trainable, total = count_parameters(model)
 
@@ -141,8 +141,6 @@ def train(
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     trained_state = {name: _whole(params[name]) for name in trainable}  # a collective under FSDP2
-    if from_files:
-        base_state = stored_tensors(model_dir, trainable) or base_state
     if not is_main():  # every rank trained the same weights; the main process writes them
         deltas = compute_deltas(base_state, trained_state, stack.path)
     else:
