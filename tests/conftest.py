@@ -42,8 +42,9 @@ class RecordingProgress:
         return [event[1] for event in self.events if event[0] == "note"]
 
 
-def small_spec(**overrides: Any) -> LayerAdaptationSpec:
-    """The demo spec shrunk for tests: a few fast steps with a learning rate that visibly moves weights."""
+def small_spec_data(**overrides: Any) -> dict[str, Any]:
+    """The demo spec shrunk for tests, as the dict a spec file holds: a few fast steps with a learning
+    rate that visibly moves weights. Each override is merged into its section."""
     data: dict[str, Any] = {
         "model": {"uri": "builtin:demo"},
         "dataset": {"uri": "builtin:arith", "evalSize": 32},
@@ -52,7 +53,12 @@ def small_spec(**overrides: Any) -> LayerAdaptationSpec:
     }
     for section, values in overrides.items():
         data[section] = {**data.get(section, {}), **values}
-    return load_spec(data)
+    return data
+
+
+def small_spec(**overrides: Any) -> LayerAdaptationSpec:
+    """`small_spec_data`, loaded."""
+    return load_spec(small_spec_data(**overrides))
 
 
 @pytest.fixture

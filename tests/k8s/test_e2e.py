@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from k8s.reconcile import OperatorConfig
+from tests.conftest import small_spec_data
 from tests.k8s.emulator import (
     LA,
     NAMESPACE,
@@ -32,19 +33,13 @@ from tests.k8s.emulator import base as child_base
 from tests.k8s.kubelet import SECRETS, Kubelet
 
 CANARY = "canary-7f3a9c51e2b04d6e"
-SPEC: dict[str, Any] = {
-    "model": {"uri": "builtin:demo"},
-    "dataset": {"uri": "builtin:arith", "evalSize": 16},
-    "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
-    "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
-    "mlflow": {
-        "experiment": "k8s-e2e",
-        "registeredModel": "k8s-e2e",
-        "tokenSecret": {"name": "mlflow-token"},
-    },
-    "resources": {"probeParallelism": 2},
-}
+SPEC: dict[str, Any] = small_spec_data(
+    dataset={"evalSize": 16},
+    probe={"mode": "exact", "steps": 2, "layers": [1, 2]},
+    training={"maxSteps": 2, "saveSteps": 2},
+    mlflow={"experiment": "k8s-e2e", "registeredModel": "k8s-e2e", "tokenSecret": {"name": "mlflow-token"}},
+    resources={"probeParallelism": 2},
+)
 
 
 @pytest.mark.heavy

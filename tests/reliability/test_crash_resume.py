@@ -25,17 +25,16 @@ from cli.main import app
 from service.patch import PATCH_META, PATCH_TENSORS, read_patch
 from service.training.rundir import latest_checkpoint
 from tests.cli.helpers import runner
+from tests.conftest import small_spec_data
 
 LAYERPILOT = str(Path(sys.executable).parent / "layerpilot")
-SPEC: dict[str, Any] = {
-    "model": {"uri": "builtin:demo"},
-    "dataset": {"uri": "builtin:arith", "evalSize": 16},
-    "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
-    "selection": {"strategy": "top-k", "k": 1},
-    "training": {"maxSteps": 8, "batchSize": 8, "saveSteps": 2},
-    "mlflow": {"experiment": "crash"},
-}
+SPEC: dict[str, Any] = small_spec_data(
+    dataset={"evalSize": 16},
+    probe={"mode": "exact", "steps": 2, "layers": [1, 2]},
+    selection={"strategy": "top-k", "k": 1},
+    training={"maxSteps": 8, "saveSteps": 2},
+    mlflow={"experiment": "crash"},
+)
 FAULTS = {"injected": 0, "survived": 0}
 
 

@@ -21,15 +21,15 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
+from tests.conftest import small_spec_data
+
 CANARY = "lp-canary-5d1f0c9e7b2a4c3d"
-SPEC: dict[str, Any] = {
-    "model": {"uri": "builtin:demo"},
-    "dataset": {"uri": "builtin:arith", "evalSize": 16},
-    "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
-    "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
-    "mlflow": {"experiment": "canary", "registeredModel": "canary-model"},
-}
+SPEC: dict[str, Any] = small_spec_data(
+    dataset={"evalSize": 16},
+    probe={"mode": "exact", "steps": 2, "layers": [1, 2]},
+    training={"maxSteps": 2, "saveSteps": 2},
+    mlflow={"experiment": "canary", "registeredModel": "canary-model"},
+)
 
 
 @pytest.mark.heavy

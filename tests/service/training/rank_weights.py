@@ -15,15 +15,10 @@ from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from service.ranks import rank
-from service.spec.loading import load_spec
 from service.training.trainer import train
+from tests.conftest import small_spec
 
-SPEC = {
-    "model": {"uri": "builtin:demo"},
-    "dataset": {"uri": "builtin:arith", "evalSize": 16},
-    "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-    "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
-}
+SPEC = small_spec(dataset={"evalSize": 16}, training={"maxSteps": 2, "saveSteps": 2})
 
 
 class SaveTrained(TrainerCallback):  # type: ignore[misc]
@@ -39,4 +34,4 @@ class SaveTrained(TrainerCallback):  # type: ignore[misc]
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    train(load_spec(SPEC), [2], out / "run", callbacks=[SaveTrained(out)])
+    train(SPEC, [2], out / "run", callbacks=[SaveTrained(out)])

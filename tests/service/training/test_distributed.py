@@ -15,6 +15,7 @@ import yaml
 from safetensors.torch import load_file
 
 from service.patch import read_patch
+from tests.conftest import small_spec_data
 from tests.mlflow_server import free_port
 
 REPO = Path(__file__).resolve().parents[3]
@@ -31,11 +32,7 @@ def launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 def write_spec(tmp_path: Path, **sections: Any) -> Path:
     """A small spec on the demo model (a high learning rate: a few steps change the weights)."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "model": {"uri": "builtin:demo"}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
-        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-        **sections,
-    }))  # fmt: skip
+    spec.write_text(yaml.safe_dump(small_spec_data(dataset={"evalSize": 16}, **sections)))
     return spec
 
 
