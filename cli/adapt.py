@@ -42,7 +42,9 @@ def adapt(
     mode: Annotated[
         ProbeMode | None,
         typer.Option(
-            "--mode", metavar="MODE", help="exact, gradient or spectrum (default: the spec's probe.mode)."
+            "--mode",
+            metavar="MODE",
+            help="exact, halving, gradient or spectrum (default: the spec's probe.mode).",
         ),
     ] = None,
     parallel: ParallelOpt = None,

@@ -43,7 +43,9 @@ OutOpt = Annotated[
 ModeOpt = Annotated[
     ProbeMode | None,
     typer.Option(
-        "--mode", metavar="MODE", help="exact, gradient or spectrum (default: the spec's probe.mode)."
+        "--mode",
+        metavar="MODE",
+        help="exact, halving, gradient or spectrum (default: the spec's probe.mode).",
     ),
 ]
 
@@ -60,8 +62,9 @@ def run(
         typer.Option(
             "--layer-index",
             metavar="UNIT",
-            help="Run one exact-mode unit only (a layer index, `full`, `base`, or `job` for the unit of "
-            "JOB_COMPLETION_INDEX in an Indexed Job) and write its partial result; join with `probe merge`.",
+            help="Run one exact-mode unit only (a layer index, `full`, `base`, `K#J` for seed J of "
+            "probe.seeds, or `job` for the unit of JOB_COMPLETION_INDEX in an Indexed Job) and write its "
+            "partial result; join with `probe merge`.",
         ),
     ] = None,
     keep_runs: Annotated[
@@ -87,7 +90,8 @@ def run(
             raise SpecError(
                 "--layer-index", f"applies to exact mode, not {chosen_mode}", "drop --mode or use exact"
             )
-        unit = parse_unit(layer_index, candidate_layers(spec, len(inspect_stack(spec.model))))
+        candidates = candidate_layers(spec, len(inspect_stack(spec.model)))
+        unit = parse_unit(layer_index, candidates, spec.probe.seeds)
         check_probe_dir(out_dir, spec)
         main = is_main()  # under torchrun every rank trains the unit; only the main one prints
         if main:
@@ -153,7 +157,7 @@ def plan(
 
     spec = resolve_spec(spec_path, model, None, None)
     stack = inspect_stack(spec.model)
-    units = units_for(candidate_layers(spec, len(stack)))
+    units = units_for(candidate_layers(spec, len(stack)), spec.probe.seeds)
     check_probe_dir(out_dir, spec)
     labels = [unit_label(unit) for unit in units]
     result = {"model": spec.model.uri, "numLayers": len(stack), "units": len(units), "labels": labels}
@@ -184,13 +188,20 @@ def merge(
     no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Merge per-unit results (from `--layer-index` runs, e.g. an Indexed Job) into one tracked report."""
+    """Merge per-unit results (from `--layer-index` runs, e.g. an Indexed Job) into one tracked report.
+
+    A halving probe's results merge with its spec (`--spec`), whose rungs say which units count.
+    """
     from service.probe.exact import merge_partials  # deferred: loads torch (seconds)
+    from service.probe.halving import merge_halving
     from service.probe.selection import select_layers
     from service.tracking import records
 
     spec = load_spec(spec_path) if spec_path is not None else None
-    report = merge_partials(probe_dir, spec)
+    if spec is not None and spec.probe.mode == ProbeMode.halving.value:
+        report = merge_halving(probe_dir, spec)  # the plan of rungs follows from the spec
+    else:
+        report = merge_partials(probe_dir, spec)
     if spec is None:
         report.selected = select_layers(SelectionSpec(), report)
     # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.table import Table
 
 from cli.console import score
-from service.probe.report import ProbeReport
+from service.probe.report import RL_MODES, ProbeReport
+from service.spec.models import ProbeMode
 
 
 def plain_table(*columns: str, right: tuple[str, ...] = ()) -> Table:
@@ -25,16 +28,24 @@ def probe_heading(report: ProbeReport) -> str:
 
 
 def layer_table(report: ProbeReport) -> Table:
-    """One row per probed layer: score (S_k in exact mode), C(k), rank; selected layers marked `*`."""
-    exact = report.mode == "exact"
+    """One row per probed layer: score (S_k after RL), C(k), rank; selected layers marked `*`.
+
+    Halving adds the steps each layer trained (the layers it cut early have fewer and no C(k)).
+    """
+    exact = report.mode in RL_MODES
     spans = exact and any(item.score_interval for item in report.layers)
+    steps = report.mode == ProbeMode.halving.value
     columns: tuple[str, ...] = ("layer", "S_k", "C(k)", "rank") if exact else ("layer", "score", "rank")
     if spans:
         columns = ("layer", "S_k", "C(k)", "C(k) 95 % interval", "rank")
+    if steps:
+        columns = ("layer", "steps", *columns[1:])
     table = plain_table(*columns, right=columns)
     for layer in sorted(report.layers, key=lambda item: item.index):
         mark = " *" if layer.index in report.selected else "  "
         row = [f"{layer.index}{mark}", score(layer.score)]
+        if steps:
+            row.insert(1, f"{layer.details.get('steps', math.nan):.0f}")
         if exact:
             row.append(score(layer.contribution, 3))
         if spans:

@@ -23,11 +23,11 @@ from service.errors import LayerpilotError, SpecError, first_line
 from service.evaluation import evaluate
 from service.files import write_json
 from service.patch import read_patch
-from service.probe.report import REPORT_JSON, ProbeReport, read_report
+from service.probe.report import REPORT_JSON, RL_MODES, ProbeReport, read_report
 from service.probe.run import run_probe
 from service.progress import SILENT, Progress
 from service.spec.fingerprint import fingerprint
-from service.spec.models import LayerAdaptationSpec, ProbeMode
+from service.spec.models import LayerAdaptationSpec
 from service.tracking import records, review
 from service.tracking.ledger import NotLogged
 from service.tracking.runs import TrackedRun, Tracker
@@ -246,7 +246,7 @@ def evaluate_and_register(
     `Registration.error`, and the caller decides how loudly to say so.
     """
     with parent.child("eval", tags={review.STAGE: "eval"}) as eval_run:
-        if report.mode == ProbeMode.exact.value and report.baseline_score is not None:
+        if report.mode in RL_MODES and report.baseline_score is not None:
             before = report.baseline_score  # the probe's `base` unit is this very evaluation
         else:
             progress.note("evaluating the base model")

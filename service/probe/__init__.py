@@ -1,7 +1,8 @@
 """The layer probe: which decoder layers are worth RL-training?
 
-Owns: exact-probe units (`units`) and their pool and merge (`exact`), the fast proxies
-(`proxies`), the entry point for every mode (`run`), the report and its chart (`report`),
+Owns: probe units (`units`), running them in a process pool (`pool`), the exact probe's merge
+(`exact`) and its successive-halving variant (`halving`), 95 % intervals (`intervals`), the fast
+proxies (`proxies`), the entry point for every mode (`run`), the report and its chart (`report`),
 selection rules (`selection`), proxy-vs-exact agreement (`agreement`) and plan export to other
 tools (`plan`). Builds on training, evaluation and models; knows nothing of MLflow or the faces.
 """

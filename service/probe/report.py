@@ -2,8 +2,8 @@
 
 The JSON shape is part of the user-facing contract (docs/reference.md); fields may be added, never
 renamed.
-`contribution` is C(k) = (S_k - S_base) / (S_full - S_base) in exact mode and null in proxy modes;
-`rank` 1 is best.
+`contribution` is C(k) = (S_k - S_base) / (S_full - S_base) in exact mode (and for the layers that
+trained the whole `probe.steps` in halving mode), null otherwise; `rank` 1 is best.
 """
 
 from __future__ import annotations
@@ -16,18 +16,21 @@ from typing import Any
 
 from service.errors import SpecError
 from service.files import atomic_write, write_json
+from service.spec.models import ProbeMode
 
 REPORT_JSON = "probe_report.json"
 REPORT_PNG = "probe_report.png"
 SCHEMA_VERSION = 1
+RL_MODES = frozenset({ProbeMode.exact.value, ProbeMode.halving.value})
+"""Modes whose scores are S_k, eval scores after RL runs, beside S_base and S_full."""
 
 REPORT_FIELDS: dict[str, str] = {
     "schemaVersion": "format version of this file (1)",
     "model": "the probed model's `model.uri`",
     "numLayers": "decoder layers in the model",
-    "mode": "`exact`, `gradient` or `spectrum`",
-    "baselineScore": "S_base, eval score of the base model (exact mode; else null)",
-    "fullScore": "S_full, eval score after RL of every layer (exact mode; else null)",
+    "mode": "`exact`, `halving`, `gradient` or `spectrum`",
+    "baselineScore": "S_base, eval score of the base model (exact and halving; else null)",
+    "fullScore": "S_full, eval score after RL of every layer (exact and halving; else null)",
     "layers": "one entry per probed layer (below)",
     "selected": "the layers the spec's selection rule picks, sorted",
     "strategy": "the selection rule that picked them",
@@ -35,21 +38,24 @@ REPORT_FIELDS: dict[str, str] = {
     "mlflowRunId": "the probe's MLflow run, or null",
     "layersPath": "where the decoder layers are in the model (`model.layers`)",
     "notes": "what a reader must know, e.g. a full-model gain too small to compute C(k)",
-    "probeSteps": "exact: RL steps of every probe run",
-    "learningRate": "exact: learning rate of every probe run",
-    "evalItems": "exact: evaluation items behind every score",
-    "fullGain": "exact: S_full − S_base",
-    "minDetectableGain": "exact: two standard errors of a score on `evalItems` items",
-    "unitSeconds": "exact: wall time of each unit (`base`, `full`, layer index)",
+    "probeSteps": "exact, halving: RL steps of every probe run",
+    "seeds": "exact, halving: RL runs per unit (`probe.seeds`); S_full, S_k and C(k) are their means",
+    "learningRate": "exact, halving: learning rate of every probe run",
+    "evalItems": "exact, halving: evaluation items behind every score",
+    "fullGain": "exact, halving: S_full − S_base",
+    "minDetectableGain": "exact, halving: two standard errors of a score on `evalItems` items",
+    "unitSeconds": "exact, halving: wall time of each unit (`base`, `full`, layer index, `K@S` rung)",
     "exactCostSeconds": "exact: the units' wall times summed (the probe's compute)",
-    "unitRunsLogged": "exact: whether each unit has its own MLflow child run",
+    "unitRunsLogged": "exact, halving: whether each unit has its own MLflow child run",
     "candidates": "proxy modes: the layers scored",
     "exactCostEstimateSeconds": "gradient: estimated RL time of an exact probe of the same layers",
     "rolloutStepSeconds": "gradient: measured time of one rollout-and-gradient batch",
-    "intervals": "exact: how the 95 % intervals were computed (paired bootstrap over eval items)",
-    "baselineInterval": "exact: 95 % interval of S_base",
-    "fullInterval": "exact: 95 % interval of S_full",
-    "rankingResolved": "exact: whether the top two layers' intervals are apart (else a note says so)",
+    "intervals": "exact, halving: how the 95 % intervals were computed (paired bootstrap over eval items)",
+    "baselineInterval": "exact, halving: 95 % interval of S_base",
+    "fullInterval": "exact, halving: 95 % interval of S_full",
+    "rankingResolved": "exact, halving: whether the top two layers' intervals are apart (a note if not)",
+    "halving": "halving: `rungs` (steps, layers trained), `layerSteps` trained against "
+    "`exactLayerSteps` of an exact probe, `costSeconds` (every unit's wall time summed)",
 }
 """Every field `probe_report.json` may hold (the reference is generated from this)."""
 
@@ -57,11 +63,13 @@ LAYER_FIELDS: dict[str, str] = {
     "index": "decoder layer index, from 0",
     "name": "the layer's module name (`model.layers.3`)",
     "score": "S_k in exact mode (eval score after RL of this layer alone); the proxy score otherwise",
-    "contribution": "C(k) = (S_k − S_base) / (S_full − S_base) in exact mode; null otherwise",
+    "contribution": "C(k) = (S_k − S_base) / (S_full − S_base) in exact mode and for halving's "
+    "finalists; null otherwise",
     "rank": "1 = the layer most worth training",
-    "details": "mode-specific numbers (exact: `deltaRelative`; gradient: `l1PerParam`, `l2sqPerParam`)",
-    "scoreInterval": "exact: 95 % interval of S_k, [low, high] (null without per-item scores)",
-    "contributionInterval": "exact: 95 % interval of C(k), [low, high] (null when C(k) is not computed)",
+    "details": "mode-specific numbers (exact: `deltaRelative`; halving: also `steps`, how far the layer "
+    "trained; gradient: `l1PerParam`, `l2sqPerParam`)",
+    "scoreInterval": "exact, halving: 95 % interval of S_k, [low, high] (null without per-item scores)",
+    "contributionInterval": "exact, halving: 95 % interval of C(k), [low, high] (null without C(k))",
 }
 """Every field of an entry of `layers`."""
 
@@ -233,7 +241,8 @@ def _number(value: Any) -> float:
 
 
 def draw_chart(report: ProbeReport, path: Path) -> None:
-    """Bar chart of per-layer contribution (exact) or score (proxies); selected layers highlighted."""
+    """Bar chart of per-layer contribution (exact), S_k (halving, or exact without C(k)) or score
+    (proxies); selected layers highlighted, layers that halving cut early hatched."""
     # Deferred: matplotlib takes a second to import and only the chart needs it.
     import matplotlib
 
@@ -242,7 +251,7 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
     from matplotlib.patches import Patch
 
     layers = sorted(report.layers, key=lambda item: item.index)
-    use_contribution = report.mode == "exact" and all(item.contribution is not None for item in layers)
+    use_contribution = report.mode in RL_MODES and all(item.contribution is not None for item in layers)
     values = [(item.contribution if use_contribution else item.score) for item in layers]
     heights = [float(v) if v is not None and math.isfinite(float(v)) else 0.0 for v in values]
     selected = set(report.selected)
@@ -262,8 +271,17 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
         ax.axhline(1.0, color="#1b9e77", linestyle="--", linewidth=1.5, label="full-model RL (C = 1)")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_ylabel("contribution C(k) = (S_k − S_base) / (S_full − S_base)")
+    elif report.mode in RL_MODES and report.baseline_score is not None and report.full_score is not None:
+        ax.axhline(report.full_score, color="#1b9e77", linestyle="--", linewidth=1.5, label="S_full")
+        ax.axhline(report.baseline_score, color="black", linestyle=":", linewidth=1.2, label="S_base")
+        ax.set_ylabel("S_k, eval score after RL of layer k alone")
     else:
         ax.set_ylabel(f"{report.mode} score (higher = train first)")
+    steps = report.extra.get("probeSteps")
+    early = [bar for bar, item in zip(bars, layers, strict=True) if item.details.get("steps", steps) != steps]
+    for bar in early:  # halving: a layer cut at an earlier rung trained fewer steps
+        bar.set_hatch("//")
+        bar.set_alpha(0.55)
     ax.set_xlabel(f"decoder layer index ({report.layers_path}.k)")
     ax.set_xticks([item.index for item in layers])
     if len(layers) > 24:
@@ -271,7 +289,7 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
     title = (
         f"{report.model}: per-layer {'contribution' if use_contribution else 'score'} ({report.mode} probe)"
     )
-    if use_contribution and report.baseline_score is not None and report.full_score is not None:
+    if report.mode in RL_MODES and report.baseline_score is not None and report.full_score is not None:
         title += f"\nS_base = {report.baseline_score:.3f}, S_full = {report.full_score:.3f}"
     ax.set_title(title, fontsize=10)
     for bar, item in zip(bars, layers, strict=True):
@@ -287,6 +305,10 @@ def draw_chart(report: ProbeReport, path: Path) -> None:
         Patch(color="#d95f02", label="selected"),
         Patch(color="#7570b3", label="not selected"),
     ]
+    if early:
+        handles.append(
+            Patch(facecolor="white", edgecolor="black", hatch="//", label="cut early (fewer steps)")
+        )
     handles.extend(ax.get_legend_handles_labels()[0])
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.grid(axis="y", alpha=0.3)

@@ -1,7 +1,8 @@
 """One entry point for every probe mode: run it, select layers, write the report.
 
-Exact mode runs the research protocol (`service.probe.exact`); `gradient` and `spectrum` are fast
-proxies (`service.probe.proxies`). Whatever the mode, the result is a `ProbeReport` written as
+Exact mode runs the research protocol (`service.probe.exact`), `halving` the same runs by
+successive halving (`service.probe.halving`); `gradient` and `spectrum` are fast proxies
+(`service.probe.proxies`). Whatever the mode, the result is a `ProbeReport` written as
 `probe_report.json` and `probe_report.png` in the probe directory.
 """
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from service.errors import SpecError
 from service.probe.exact import run_exact
+from service.probe.halving import run_halving
 from service.probe.proxies import run_proxy
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
 from service.progress import SILENT, Progress
@@ -33,10 +35,12 @@ def run_probe(
     check_probe_dir(out_dir, spec)
     if mode == ProbeMode.exact.value:
         report = run_exact(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
+    elif mode == ProbeMode.halving.value:
+        report = run_halving(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
     elif mode in (ProbeMode.gradient.value, ProbeMode.spectrum.value):
         report = run_proxy(spec, mode, progress=progress)
     else:
-        raise SpecError("--mode", f"'{mode}' is not a probe mode", "use exact, gradient or spectrum")
+        raise SpecError("--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient or spectrum")
     if write:
         report.write(out_dir)
     return report

@@ -39,6 +39,7 @@ class LossType(StrEnum):
 
 class ProbeMode(StrEnum):
     exact = "exact"
+    halving = "halving"
     gradient = "gradient"
     spectrum = "spectrum"
 
@@ -164,15 +165,21 @@ class AlgorithmSpec(_Model):
 
 
 class ProbeSpec(_Model):
-    mode: ProbeMode = Field(
-        ProbeMode.exact,
-        description="`exact` (one RL run per layer, the research protocol), `gradient` or "
-        "`spectrum` (fast proxies).",
-    )
+    mode: ProbeMode = Field(ProbeMode.exact, description=(
+        "`exact` (one RL run per layer, the research protocol), `halving` (exact runs by successive "
+        "halving: every layer trains a few steps, the better half continues), `gradient` or "
+        "`spectrum` (fast proxies)."))  # fmt: skip
     steps: int = Field(20, ge=1, description="RL steps of each probe run.")
     layers: Literal["all"] | list[int] = Field(
         "all", description="Candidate layers: `all` or a list of indices."
     )
+    seeds: int = Field(1, ge=1, le=16, description=(
+        "RL runs per probe unit, with training.seed, +1, …: S_full, S_k and C(k) are their means and "
+        "the intervals cover seed-to-seed variation too (costs that many runs)."))  # fmt: skip
+    rungs: int | None = Field(None, ge=1, description=(
+        "`halving` only: rungs of successive halving; rung r trains its layers to steps / 2^(rungs−1−r) "
+        "and keeps the better half. Default: enough rungs to leave max(2, selection.k) layers for the "
+        "last, full-length rung."))  # fmt: skip
 
     @field_validator("layers")
     @classmethod
@@ -310,12 +317,9 @@ class ResourcesSpec(_Model):
     gpus: int = Field(0, ge=0, description="GPUs (`nvidia.com/gpu`) per training pod (operator only).")
     probe_gpus: int = Field(0, ge=0, description="GPUs per probe pod (operator only).")
     probe_parallelism: int = Field(4, ge=1, description="Probe pods running at once (operator only).")
-    nodes: int = Field(
-        1,
-        ge=1,
-        description="Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
-        "(`torch-distributed` runtime, torchrun), which the cluster must have installed.",
-    )
+    nodes: int = Field(1, ge=1, description=(
+        "Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
+        "(`torch-distributed` runtime, torchrun), which the cluster must have installed."))  # fmt: skip
     cpu: str = Field("1", pattern=_QUANTITY, description="CPU request of every pod (e.g. `2`, `500m`).")
     memory: str = Field("4Gi", pattern=_QUANTITY, description="Memory request and limit of every pod.")
     workspace: WorkspaceSpec = Field(
@@ -323,12 +327,9 @@ class ResourcesSpec(_Model):
         description="The volume every Job mounts at /workspace: probe partials and report, training "
         "checkpoints and the layer patch travel through it.",
     )
-    retries: int = Field(
-        2,
-        ge=0,
-        le=10,
-        description="Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) before the Job fails.",
-    )
+    retries: int = Field(2, ge=0, le=10, description=(
+        "Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) "
+        "before the Job fails."))  # fmt: skip
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels every pod must match (e.g. a GPU node pool)."
     )

@@ -24,10 +24,10 @@ from typing import Any
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from service.patch import PATCH_FILES
-from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
+from service.probe.report import REPORT_JSON, REPORT_PNG, RL_MODES, ProbeReport
 from service.probe.units import PARTIALS
 from service.spec.fingerprint import fingerprint
-from service.spec.models import LayerAdaptationSpec, ProbeMode
+from service.spec.models import LayerAdaptationSpec
 from service.tracking import review
 from service.tracking.retries import short_error, with_retries
 from service.tracking.runs import TrackedRun
@@ -142,7 +142,7 @@ def log_probe(run: TrackedRun, report: ProbeReport, probe_dir: Path, spec: Layer
 
     Writes the report (with this run's id) into `probe_dir` before logging it.
     """
-    if report.mode == ProbeMode.exact.value:
+    if report.mode in RL_MODES:
         for path in sorted((probe_dir / PARTIALS).glob("*.json")):
             _log_unit(run, path, spec)
         report.extra["unitRunsLogged"] = True

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.data import check_chat_template, load_rows
-from service.errors import LayerpilotError
+from service.errors import LayerpilotError, SpecError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
@@ -74,11 +74,14 @@ def train(
     callbacks: Sequence[Any] = (),
     device: str | None = None,
     learning_rate: float | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`.
 
     The learning rate is `algorithm.learningRate` × `training.learningRateMultiplier`, unless
-    `learning_rate` is given (a probe unit passes the shared rate).
+    `learning_rate` is given (a probe unit passes the shared rate). `stop_at` ends this call at that
+    step, checkpointed, of a run scheduled for `max_steps`: resuming it later continues the same
+    learning-rate schedule, so the result equals one uninterrupted run (the halving probe's rungs).
 
     `progress` sees the `train` phase; `on_step` hooks get TRL's metrics after every step (on the
     main process only); `callbacks` are extra `transformers.TrainerCallback`s.
@@ -94,7 +97,13 @@ def train(
     train_rows, _ = load_rows(spec.dataset)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume)
     if resume:
-        finished = finished_run(out_dir, spec, max_steps, started)
+        finished = finished_run(out_dir, spec, stop_at or max_steps, started)
+        if finished is not None and stop_at is not None and finished.global_step > stop_at:
+            raise SpecError(
+                "--out",
+                f"the run in {out_dir} already trained {finished.global_step} steps, past step {stop_at}",
+                "use a new directory to stop a run earlier",
+            )
         if finished is not None:
             progress.note(
                 f"--resume: the run in {out_dir} already finished its {finished.global_step} steps; "
@@ -135,9 +144,13 @@ def train(
         (reward_funcs, weights),
         train_rows,
         config_kwargs,
-        callbacks=[_StepHooks([_progress_hook(progress), *on_step]), *callbacks],
+        callbacks=[
+            _StepHooks([_progress_hook(progress), *on_step]),
+            *([_StopAt(stop_at)] if stop_at is not None else []),
+            *callbacks,
+        ],
     )
-    progress.start("train", max_steps)
+    progress.start("train", stop_at or max_steps)
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     trained_state = {name: _whole(params[name]) for name in trainable}  # a collective under FSDP2
@@ -309,6 +322,19 @@ class _StepHooks(TrainerCallback):
         numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
         for hook in self.hooks:
             hook(state.global_step, state.max_steps, numbers)
+
+
+class _StopAt(TrainerCallback):
+    """Ends training at `step`, with a checkpoint there, before the scheduled `max_steps`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
 
 
 def _progress_hook(progress: Progress) -> StepHook:

@@ -195,6 +195,36 @@ def test_intervals_are_paired_over_the_same_items(tmp_path: Path) -> None:
     assert (tmp_path / REPORT_PNG).stat().st_size > 10_000
 
 
+def test_seeds_are_averaged_and_their_spread_widens_the_intervals(tmp_path: Path) -> None:
+    """Merged without a spec, the seeds present are used: layer 0 agrees across its two seeds, layer 1
+    scores 180 and 150 — its S_k is the mean and its interval covers both seeds, wider than either."""
+    units = {
+        "base": _items(120), "full": _items(180), "full#1": _items(180),
+        "0": _items(160), "0#1": _items(160), "1": _items(180), "1#1": _items(150),
+        "2": _items(120), "2#1": _items(120),
+    }  # fmt: skip
+    for unit, scores in units.items():
+        _write_partial(tmp_path, unit, sum(scores) / len(scores), item_scores=scores)
+    report = merge_partials(tmp_path)
+    layers = {layer.index: layer for layer in report.layers}
+    assert report.extra["seeds"] == 2 and layers[1].score == pytest.approx(165 / 300)
+    assert layers[1].contribution == pytest.approx(0.75)
+    low, high = layers[1].score_interval or (0.0, 0.0)
+    one_seed = merge_partials_of(tmp_path / "one", {u: v for u, v in units.items() if "#" not in u})
+    single = one_seed.layers[0].score_interval or (0.0, 0.0)  # layer 0 alone: no seed spread
+    assert layers[0].score_interval == pytest.approx(single, abs=0.02)
+    assert high - low > (single[1] - single[0]) and low < 150 / 300 + 0.02 and high > 180 / 300 - 0.02
+    partial_path(tmp_path, "2#1").unlink()
+    with pytest.raises(SpecError, match=r"units 2#1 have no result"):
+        merge_partials(tmp_path)
+
+
+def merge_partials_of(out: Path, units: dict[str, list[float]]) -> ProbeReport:
+    for unit, scores in units.items():
+        _write_partial(out, unit, sum(scores) / len(scores), item_scores=scores)
+    return merge_partials(out)
+
+
 def test_partials_without_item_scores_give_no_intervals(tmp_path: Path) -> None:
     for unit, score in {"base": 0.40, "full": 0.60, "0": 0.45, "1": 0.70, "2": 0.40}.items():
         _write_partial(tmp_path, unit, score)
@@ -218,3 +248,24 @@ def test_demo_exact_probe_gives_finite_contributions(tmp_path: Path) -> None:
     for layer in report.layers:  # every layer has intervals around its own figures
         assert layer.score_interval and layer.score_interval[0] <= layer.score <= layer.score_interval[1]
         assert layer.contribution_interval is not None
+
+
+def test_more_seeds_add_units_and_keep_the_first_seeds(exact_dir: Path, tmp_path: Path) -> None:
+    """`probe.seeds: 2`: each training unit runs again with training.seed + 1; the seed-0 units of
+    the one-seed probe in the same directory are reused, not run again."""
+    shutil.copytree(exact_dir / "partials", tmp_path / "partials")
+    spec = probe_spec(probe={"seeds": 2})
+    assert units_for([2, 3], 2) == ["full", "full#1", "2", "2#1", "3", "3#1", "base"]
+    shown = RecordingProgress()
+    report = run_exact(spec, tmp_path, parallel=1, progress=shown)
+    ran = [note for note in shown.notes() if note.startswith("probe [")]
+    assert len(ran) == NUM_LAYERS + 1 and all("seed +1: score" in note for note in ran)
+    assert report.extra["seeds"] == 2
+    for layer in report.layers:
+        first = json.loads(partial_path(tmp_path, str(layer.index)).read_text())
+        again = json.loads(partial_path(tmp_path, f"{layer.index}#1").read_text())
+        assert layer.score == pytest.approx((first["score"] + again["score"]) / 2)
+    # the other seed trained other weights (its data order and sampling differ)
+    deltas = [json.loads(partial_path(tmp_path, u).read_text())["deltas"]["3"] for u in ("3", "3#1")]
+    assert deltas[0] != deltas[1]
+    assert (tmp_path / "runs" / "layer-3-seed-1" / "deltas.json").exists()

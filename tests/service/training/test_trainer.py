@@ -191,3 +191,21 @@ def test_the_learning_rate_multiplier_scales_training_but_not_a_probe_unit(tmp_p
     train(spec, [1], tmp_path / "train", callbacks=[scaled])
     train(spec, [1], tmp_path / "unit", callbacks=[shared], learning_rate=spec.algorithm.learning_rate)
     assert scaled.rate == pytest.approx(3e-4) and shared.rate == pytest.approx(1e-4)
+
+
+def test_a_run_stopped_early_and_continued_equals_one_uninterrupted_run(tmp_path: Path) -> None:
+    """`stop_at` ends a run scheduled for more steps; resuming it keeps that learning-rate schedule
+    (the halving probe's rungs), so the weights equal those of one run straight through."""
+    spec = small_spec(training={"maxSteps": 4, "saveSteps": 50})
+    straight = train(spec, [2], tmp_path / "straight")
+    stopped = train(spec, [2], tmp_path / "rungs", stop_at=2)
+    assert stopped.global_step == 2 and latest_checkpoint(tmp_path / "rungs").name == "checkpoint-2"  # type: ignore[union-attr]
+    halfway = read_patch(tmp_path / "rungs").tensors
+    continued = train(spec, [2], tmp_path / "rungs", resume=True)
+    assert continued.global_step == 4 and continued.resumed_from.endswith("checkpoint-2")  # type: ignore[union-attr]
+    a, b = read_patch(tmp_path / "straight").tensors, read_patch(tmp_path / "rungs").tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    assert any(not torch.equal(halfway[name], b[name]) for name in a)  # it did train on
+    assert straight.deltas.relative == continued.deltas.relative
+    with pytest.raises(SpecError, match="past step 2"):
+        train(spec, [2], tmp_path / "straight", resume=True, stop_at=2)

@@ -1,0 +1,217 @@
+"""The halving probe: exact runs by successive halving, so the full-length runs go to contenders only.
+
+Every candidate layer trains a short first rung and is scored on the eval items; the better half
+continues from its checkpoint to the next rung, twice as long, and so on until the last rung trains
+the finalists for the whole `probe.steps`. All rungs of a layer are one run scheduled for
+`probe.steps` (`train(stop_at=...)`): continuing it gives the same weights as one uninterrupted run,
+so a finalist's S_k and C(k) are exactly the exact probe's, and the two modes share their units
+(`base`, `full`, and every layer at full length) in one probe directory.
+
+Layers cut at an earlier rung rank below the finalists, by the rung they reached and then their
+score there; they have no C(k), and `details.steps` says how far they trained. The plan, and so the
+report, follows from the spec and the partial results alone: an interrupted probe resumes rung by
+rung, and its report can be rebuilt from its directory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from service.errors import SpecError
+from service.models.stack import inspect_stack
+from service.probe.exact import build_report, combine_seeds, load_records
+from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
+from service.probe.report import ProbeReport, rank_layers
+from service.probe.units import (
+    PARTIALS,
+    Unit,
+    candidate_layers,
+    drop_weights,
+    read_partial,
+    run_path,
+    rung_unit,
+    seed_units,
+)
+from service.progress import SILENT, Progress
+from service.spec.fingerprint import fingerprint
+from service.spec.models import LayerAdaptationSpec, ProbeMode
+
+
+@dataclass(frozen=True)
+class Rung:
+    steps: int  # the step of the probe's schedule its layers train to
+    layers: int  # how many layers it trains
+
+
+def halving_plan(candidates: int, steps: int, finalists: int, rungs: int | None = None) -> list[Rung]:
+    """The rungs for `candidates` layers: steps double up to `steps`, layers halve down to `finalists`.
+
+    By default there are just enough rungs to leave `finalists` layers for the last one, as long as
+    the first rung still trains at least one step.
+
+    >>> def shown(plan): return [(rung.steps, rung.layers) for rung in plan]
+    >>> shown(halving_plan(30, 20, 2))
+    [(2, 30), (3, 15), (5, 8), (10, 4), (20, 2)]
+    >>> shown(halving_plan(6, 20, 2)), shown(halving_plan(6, 20, 2, rungs=2)), shown(halving_plan(2, 20, 2))
+    ([(5, 6), (10, 3), (20, 2)], [(10, 6), (20, 3)], [(20, 2)])
+    """
+    needed = 1 + max(0, math.ceil(math.log2(candidates / finalists))) if candidates > finalists else 1
+    count = min(rungs or needed, 1 + int(math.log2(steps)))
+    plan, layers = [], candidates
+    for r in range(count):
+        plan.append(Rung(steps=math.ceil(steps / 2 ** (count - 1 - r)), layers=layers))
+        layers = max(min(finalists, layers), math.ceil(layers / 2))
+    return plan
+
+
+def finalists_for(spec: LayerAdaptationSpec) -> int:
+    """Layers of the last, full-length rung: enough to select `selection.k` and to rank the top two."""
+    return max(2, spec.selection.k)
+
+
+@dataclass
+class _Walk:
+    """How far the partial results under a probe directory carry the plan."""
+
+    reached: dict[int, tuple[int, dict[str, Any]]]  # layer -> (last rung scored, its record)
+    survivors: list[int]  # the layers of the first rung not fully scored (the last rung's when done)
+    todo: list[Unit]  # that rung's units without a result; empty when the plan is complete
+
+
+def _walk(
+    spec: LayerAdaptationSpec, out_dir: Path, plan: list[Rung], candidates: list[int], num_layers: int
+) -> _Walk:
+    probe_hash = fingerprint(spec, "probe")
+    reached: dict[int, tuple[int, dict[str, Any]]] = {}
+    survivors, seeds = list(candidates), spec.probe.seeds
+    for r, rung in enumerate(plan):
+        units = {i: rung_unit(i, rung.steps, spec.probe.steps) for i in survivors}
+        found = {
+            u: read_partial(out_dir, u, probe_hash) for i in survivors for u in seed_units(units[i], seeds)
+        }
+        todo = [unit for unit, record in found.items() if record is None]
+        if todo:
+            return _Walk(reached, survivors, todo)
+        records = cast(dict[Unit, dict[str, Any]], found)
+        reached.update({i: (r, combine_seeds(records, units[i], seeds)) for i in survivors})
+        if r + 1 < len(plan):
+            ranks = rank_layers({i: float(reached[i][1]["score"]) for i in survivors}, num_layers)
+            survivors = sorted(sorted(survivors, key=ranks.__getitem__)[: plan[r + 1].layers])
+    return _Walk(reached, survivors, [])
+
+
+def run_halving(
+    spec: LayerAdaptationSpec,
+    out_dir: Path,
+    *,
+    parallel: int | None = None,
+    keep_runs: bool = False,
+    progress: Progress = SILENT,
+) -> ProbeReport:
+    """Run the rungs one after another (each rung's units in a process pool when `parallel` > 1;
+    `base` and `full` beside the first), reusing every result already in `out_dir`, then merge."""
+    started = time.perf_counter()
+    num_layers = len(inspect_stack(spec.model))
+    candidates = candidate_layers(spec, num_layers)
+    plan = halving_plan(len(candidates), spec.probe.steps, finalists_for(spec), spec.probe.rungs)
+    probe_hash = fingerprint(spec, "probe")
+    total_ends = 1 + spec.probe.seeds  # base once, full with each seed
+    total = total_ends + sum(rung.layers for rung in plan) * spec.probe.seeds
+    board = ProbeBoard(progress, total, 0)
+    progress.start("probe", total)
+    progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in plan))
+    workers = parallel if parallel is not None else default_parallelism(len(candidates) + 2)
+    with UnitRunner(spec, out_dir, workers, keep_runs, board) as runner:
+        while True:
+            walk = _walk(spec, out_dir, plan, candidates, num_layers)
+            ends = [
+                u for u in [*seed_units("full", spec.probe.seeds), "base"]
+                if read_partial(out_dir, u, probe_hash) is None
+            ]  # fmt: skip
+            board.done = (len(walk.reached) + _later_rungs(walk)) * spec.probe.seeds + total_ends - len(ends)
+            if not keep_runs:  # a layer cut from the race needs its checkpoints no more
+                for layer in set(walk.reached) - set(walk.survivors):
+                    for unit in seed_units(str(layer), spec.probe.seeds):
+                        drop_weights(run_path(out_dir, unit))
+            if not ends + walk.todo:
+                break
+            runner.run(ends + walk.todo)
+    report = merge_halving(out_dir, spec)
+    report.elapsed_seconds = time.perf_counter() - started
+    progress.finish("probe", f"selected {report.selected}")
+    return report
+
+
+def _later_rungs(walk: _Walk) -> int:
+    """Units of rungs past the first that each layer has finished (for the progress count)."""
+    return sum(r for r, _ in walk.reached.values())
+
+
+def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
+    """The halving report from the partial results under `out_dir/partials`."""
+    by_unit = load_records(out_dir, spec)
+    first = next(iter(by_unit.values()))
+    num_layers, steps = int(first["numLayers"]), spec.probe.steps
+    candidates = [int(i) for i in first["candidates"]]
+    plan = halving_plan(len(candidates), steps, finalists_for(spec), spec.probe.rungs)
+    walk = _walk(spec, out_dir, plan, candidates, num_layers)
+    seeds = spec.probe.seeds
+    missing = [u for u in ["base", *seed_units("full", seeds)] if u not in by_unit] + walk.todo
+    if missing:
+        raise SpecError(
+            "PROBE_DIR",
+            f"units {', '.join(missing)} have no result in {out_dir / PARTIALS}",
+            "run the halving probe again with the same --out: it continues where it stopped",
+        )
+    last = {i: record for i, (_, record) in walk.reached.items()}
+    by_rung: dict[int, dict[int, float]] = {}
+    for i, (r, record) in walk.reached.items():
+        by_rung.setdefault(r, {})[i] = float(record["score"])
+    order = [  # finalists first, then each earlier rung's layers
+        i for r in sorted(by_rung, reverse=True)
+        for i in sorted(by_rung[r], key=rank_layers(by_rung[r], num_layers).__getitem__)
+    ]  # fmt: skip
+    report = build_report(
+        {
+            "base": by_unit["base"],
+            "full": combine_seeds(by_unit, "full", seeds),
+            **{str(i): r for i, r in last.items()},
+        },
+        spec,
+        ProbeMode.halving,
+        ranks={i: rank for rank, i in enumerate(order, start=1)},
+    )
+    for layer in report.layers:
+        layer.details["steps"] = float(last[layer.index].get("trainedSteps") or steps)
+    finalists = sorted(walk.survivors)
+    if len(finalists) < len(candidates):
+        report.notes.append(
+            f"halving: layers {', '.join(map(str, finalists))} trained all {steps} steps; the other "
+            f"{len(candidates) - len(finalists)} were cut at earlier rungs (their S_k is at fewer steps, "
+            "without C(k)); the exact mode in the same --out runs only the full-length units missing"
+        )
+    used = ["base", *seed_units("full", seeds)] + [
+        unit
+        for i, (top, _) in walk.reached.items()
+        for r in range(top + 1)
+        for unit in seed_units(rung_unit(i, plan[r].steps, steps), seeds)
+    ]
+    layer_steps = sum(
+        rung.layers * (rung.steps - (plan[r - 1].steps if r else 0)) for r, rung in enumerate(plan)
+    )
+    report.extra.pop("exactCostSeconds", None)
+    report.extra["unitSeconds"] = {u: by_unit[u]["seconds"] for u in used}
+    report.extra["halving"] = {
+        "rungs": [
+            {"steps": rung.steps, "layers": sorted(i for i, (r, _) in walk.reached.items() if r >= n)}
+            for n, rung in enumerate(plan)
+        ],
+        "layerSteps": layer_steps * seeds,
+        "exactLayerSteps": len(candidates) * steps * seeds,
+        "costSeconds": round(sum(float(by_unit[u]["seconds"]) for u in used), 2),
+    }
+    return report
