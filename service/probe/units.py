@@ -115,10 +115,10 @@ def unit_label(unit: Unit) -> str:
     """How a unit is named in progress and logs.
 
     >>> unit_label("3"), unit_label("full"), unit_label("3@5"), unit_label("3@5#1"), unit_label("full#2")
-    ('layer 3', 'full', 'layer 3 to step 5', 'layer 3 to step 5, seed +1', 'full, seed +2')
+    ('layer 3', 'full', 'layer 3 to step 5', 'layer 3 to step 5 (seed +1)', 'full (seed +2)')
     """
     layer, stop = _stop(unit)
-    seed = f", seed +{unit_seed(unit)}" if unit_seed(unit) else ""
+    seed = f" (seed +{unit_seed(unit)})" if unit_seed(unit) else ""
     if not layer.isdigit():
         return layer + seed
     return f"layer {layer}" + (f" to step {stop}" if stop else "") + seed

@@ -259,7 +259,7 @@ def test_more_seeds_add_units_and_keep_the_first_seeds(exact_dir: Path, tmp_path
     shown = RecordingProgress()
     report = run_exact(spec, tmp_path, parallel=1, progress=shown)
     ran = [note for note in shown.notes() if note.startswith("probe [")]
-    assert len(ran) == NUM_LAYERS + 1 and all("seed +1: score" in note for note in ran)
+    assert len(ran) == NUM_LAYERS + 1 and all("(seed +1): score" in note for note in ran)
     assert report.extra["seeds"] == 2
     for layer in report.layers:
         first = json.loads(partial_path(tmp_path, str(layer.index)).read_text())
