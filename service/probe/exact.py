@@ -53,7 +53,7 @@ def run_exact(
     progress.start("probe", len(units))
     if board.done:
         progress.note(f"probe: reusing {board.done} finished units from {out_dir / PARTIALS}")
-    with UnitRunner(spec, out_dir, workers if len(todo) > 1 else 1, keep_runs, board) as runner:
+    with UnitRunner(spec, out_dir, workers, keep_runs, board) as runner:
         runner.run(todo)
     report = merge_partials(out_dir, spec)
     report.elapsed_seconds = time.perf_counter() - started

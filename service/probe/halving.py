@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +36,7 @@ from service.probe.units import (
     run_path,
     rung_unit,
     seed_units,
+    units_for,
 )
 from service.progress import SILENT, Progress
 from service.spec.fingerprint import fingerprint
@@ -80,28 +82,32 @@ class _Walk:
     reached: dict[int, tuple[int, dict[str, Any]]]  # layer -> (last rung scored, its record)
     survivors: list[int]  # the layers of the first rung not fully scored (the last rung's when done)
     todo: list[Unit]  # that rung's units without a result; empty when the plan is complete
+    done: int  # rung units with a result, the unfinished rung's included
 
 
 def _walk(
-    spec: LayerAdaptationSpec, out_dir: Path, plan: list[Rung], candidates: list[int], num_layers: int
+    spec: LayerAdaptationSpec,
+    plan: list[Rung],
+    candidates: list[int],
+    num_layers: int,
+    result: Callable[[Unit], dict[str, Any] | None],
 ) -> _Walk:
-    probe_hash = fingerprint(spec, "probe")
+    """Follow the plan through the rung units' results (`result` of a unit, None when it has none)."""
     reached: dict[int, tuple[int, dict[str, Any]]] = {}
-    survivors, seeds = list(candidates), spec.probe.seeds
+    survivors, seeds, done = list(candidates), spec.probe.seeds, 0
     for r, rung in enumerate(plan):
         units = {i: rung_unit(i, rung.steps, spec.probe.steps) for i in survivors}
-        found = {
-            u: read_partial(out_dir, u, probe_hash) for i in survivors for u in seed_units(units[i], seeds)
-        }
+        found = {u: result(u) for i in survivors for u in seed_units(units[i], seeds)}
         todo = [unit for unit, record in found.items() if record is None]
+        done += len(found) - len(todo)
         if todo:
-            return _Walk(reached, survivors, todo)
+            return _Walk(reached, survivors, todo, done)
         records = cast(dict[Unit, dict[str, Any]], found)
         reached.update({i: (r, combine_seeds(records, units[i], seeds)) for i in survivors})
         if r + 1 < len(plan):
             ranks = rank_layers({i: float(reached[i][1]["score"]) for i in survivors}, num_layers)
             survivors = sorted(sorted(survivors, key=ranks.__getitem__)[: plan[r + 1].layers])
-    return _Walk(reached, survivors, [])
+    return _Walk(reached, survivors, [], done)
 
 
 def run_halving(
@@ -119,20 +125,17 @@ def run_halving(
     candidates = candidate_layers(spec, num_layers)
     plan = halving_plan(len(candidates), spec.probe.steps, finalists_for(spec), spec.probe.rungs)
     probe_hash = fingerprint(spec, "probe")
-    total_ends = 1 + spec.probe.seeds  # base once, full with each seed
-    total = total_ends + sum(rung.layers for rung in plan) * spec.probe.seeds
+    shared = units_for([], spec.probe.seeds)  # `full` with each seed, and `base`, as in exact mode
+    total = len(shared) + sum(rung.layers for rung in plan) * spec.probe.seeds
     board = ProbeBoard(progress, total, 0)
     progress.start("probe", total)
     progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in plan))
     workers = parallel if parallel is not None else default_parallelism(len(candidates) + 2)
     with UnitRunner(spec, out_dir, workers, keep_runs, board) as runner:
         while True:
-            walk = _walk(spec, out_dir, plan, candidates, num_layers)
-            ends = [
-                u for u in [*seed_units("full", spec.probe.seeds), "base"]
-                if read_partial(out_dir, u, probe_hash) is None
-            ]  # fmt: skip
-            board.done = (len(walk.reached) + _later_rungs(walk)) * spec.probe.seeds + total_ends - len(ends)
+            walk = _walk(spec, plan, candidates, num_layers, lambda u: read_partial(out_dir, u, probe_hash))
+            ends = [u for u in shared if read_partial(out_dir, u, probe_hash) is None]
+            board.done = walk.done + len(shared) - len(ends)
             if not keep_runs:  # a layer cut from the race needs its checkpoints no more
                 for layer in set(walk.reached) - set(walk.survivors):
                     for unit in seed_units(str(layer), spec.probe.seeds):
@@ -146,11 +149,6 @@ def run_halving(
     return report
 
 
-def _later_rungs(walk: _Walk) -> int:
-    """Units of rungs past the first that each layer has finished (for the progress count)."""
-    return sum(r for r, _ in walk.reached.values())
-
-
 def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
     """The halving report from the partial results under `out_dir/partials`."""
     by_unit = load_records(out_dir, spec)
@@ -158,9 +156,9 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
     num_layers, steps = int(first["numLayers"]), spec.probe.steps
     candidates = [int(i) for i in first["candidates"]]
     plan = halving_plan(len(candidates), steps, finalists_for(spec), spec.probe.rungs)
-    walk = _walk(spec, out_dir, plan, candidates, num_layers)
+    walk = _walk(spec, plan, candidates, num_layers, by_unit.get)
     seeds = spec.probe.seeds
-    missing = [u for u in ["base", *seed_units("full", seeds)] if u not in by_unit] + walk.todo
+    missing = [u for u in units_for([], seeds) if u not in by_unit] + walk.todo
     if missing:
         raise SpecError(
             "PROBE_DIR",
@@ -194,7 +192,7 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
             f"{len(candidates) - len(finalists)} were cut at earlier rungs (their S_k is at fewer steps, "
             "without C(k)); the exact mode in the same --out runs only the full-length units missing"
         )
-    used = ["base", *seed_units("full", seeds)] + [
+    used = units_for([], seeds) + [
         unit
         for i, (top, _) in walk.reached.items()
         for r in range(top + 1)

@@ -142,8 +142,10 @@ class UnitRunner:
             self.pool.shutdown()
 
     def run(self, todo: list[Unit]) -> None:
-        failures = self._in_pool(todo) if self.pool is not None and len(todo) > 1 else {}
-        if self.pool is None or len(todo) <= 1:
+        if self.pool is not None and len(todo) > 1:
+            failures = self._in_pool(todo)
+        else:
+            failures = {}
             for unit in todo:
                 self.board.status(unit, unit_label(unit))
                 progress = UnitStatus(unit, self.board.status)
