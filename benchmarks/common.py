@@ -100,10 +100,16 @@ def build_qwen3(model_dir: Path, *, vocab: int = 32_000, layers: int = 16) -> in
 
     torch.manual_seed(0)
     config = Qwen3Config(
-        vocab_size=vocab, hidden_size=768, intermediate_size=2048, num_hidden_layers=layers,
-        num_attention_heads=12, num_key_value_heads=4, head_dim=64, max_position_embeddings=256,
+        vocab_size=vocab,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=layers,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        head_dim=64,
+        max_position_embeddings=256,
         tie_word_embeddings=False,
-    )  # fmt: skip
+    )
     model = Qwen3ForCausalLM(config)
     chars = [chr(c) for c in range(32, 127)]
     words = {tok: i for i, tok in enumerate(["<pad>", "<eos>", *chars])}

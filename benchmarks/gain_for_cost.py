@@ -30,9 +30,9 @@ from common import environment, peak_rss_gb, train_outside_layerpilot, write_sec
 def child(what: Any, seed: int, out: str, lr_scale: float) -> dict[str, Any]:
     """One training run in this process: train, evaluate, report gain and cost."""
     from service.data import load_rows
-    from service.demo import demo_spec
     from service.evaluation import evaluate, evaluate_model
     from service.rewards.registry import build_rewards
+    from service.spec.demo import demo_spec
     from service.training.trainer import train
 
     spec = demo_spec()
@@ -66,9 +66,9 @@ def main() -> None:
         print(json.dumps(child(json.loads(what), int(seed), out, float(scale))))
         return
 
-    from service.demo import demo_spec
     from service.evaluation import evaluate
     from service.probe.run import run_probe
+    from service.spec.demo import demo_spec
 
     started = time.perf_counter()
     spec = demo_spec()

@@ -19,10 +19,10 @@ from typing import Any
 
 from common import environment, write_section
 
-from service.demo import demo_spec
 from service.probe.intervals import overlap
 from service.probe.report import ProbeReport
 from service.probe.run import run_probe
+from service.spec.demo import demo_spec
 
 
 def compare(exact: ProbeReport, halving: ProbeReport) -> dict[str, Any]:
@@ -96,9 +96,11 @@ def main() -> None:
         *table(rows),
     ]
     write_section(
-        "halving", "Halving probe vs exact on the demo model (`benchmarks/halving_probe.py`)",
-        "\n".join(body), Path(__file__).name,
-    )  # fmt: skip
+        "halving",
+        "Halving probe vs exact on the demo model (`benchmarks/halving_probe.py`)",
+        "\n".join(body),
+        Path(__file__).name,
+    )
 
 
 if __name__ == "__main__":

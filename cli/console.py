@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from service.errors import LayerpilotError, SpecError, first_line
+from service.errors import InputError, LayerpilotError, first_line
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -64,7 +64,7 @@ def emit(data: dict[str, Any], as_json: bool, render: Callable[[], None]) -> Non
 def print_json_error(message: str, *, exit_code: int, error: BaseException | None = None) -> None:
     """A failure as the JSON a `--json` caller parses: `{"error": {...}}` on stdout."""
     body: dict[str, Any] = {"message": message, "exitCode": exit_code}
-    if isinstance(error, SpecError):
+    if isinstance(error, InputError):
         body.update(field=error.field, problem=error.problem, fix=error.fix)
     if error is not None:
         body["type"] = type(error).__name__

@@ -9,7 +9,17 @@ import typer
 
 from cli.base import App
 from cli.console import emit, guarded, say
-from cli.options import DatasetOpt, JsonOpt, ModelOpt, RewardOpt, SpecArg, announce_defaults, resolve_spec
+from cli.options import (
+    DatasetOpt,
+    EvalSizeOpt,
+    JsonOpt,
+    ModelOpt,
+    RewardOpt,
+    SpecArg,
+    SpecOptions,
+    announce_defaults,
+    resolve_spec,
+)
 from cli.progress import progress_display
 
 app = App()
@@ -25,13 +35,15 @@ def evaluate(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    eval_size: EvalSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score the base model, or base + patch, on the held-out eval rows (greedy)."""
     from service.evaluation import evaluate as run_evaluation  # deferred: loads torch (seconds)
 
-    spec = resolve_spec(spec_path, model, dataset, reward)
-    announce_defaults(spec_path, dataset, reward, spec)
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    announce_defaults(options, spec)
     with progress_display() as shown:
         shown.note(f"evaluating {spec.model.uri}{' + ' + str(patch) if patch else ''} on {spec.dataset.uri}")
         result = run_evaluation(spec, patch_dir=patch, progress=shown)

@@ -11,7 +11,7 @@ from cli.base import App
 from cli.console import emit, field, guarded, out, say
 from cli.options import JsonOpt
 from cli.tables import plain_table
-from service.errors import SpecError
+from service.errors import InputError
 from service.spec.loading import load_spec
 
 app = App(
@@ -92,7 +92,9 @@ def submit(
     meta = raw.get("metadata", {}) if isinstance(raw, dict) and "spec" in raw else {}
     chosen = name or meta.get("name")
     if not chosen:
-        raise SpecError("metadata.name", f"{spec_path} names no resource", "add metadata.name or pass --name")
+        raise InputError(
+            "metadata.name", f"{spec_path} names no resource", "add metadata.name or pass --name"
+        )
     ns = namespace or meta.get("namespace") or default_namespace()
     body = {
         "apiVersion": API_VERSION,
@@ -102,7 +104,7 @@ def submit(
     }
     cluster = Cluster.connect()
     if not cluster.create(body):
-        raise SpecError(
+        raise InputError(
             "metadata.name",
             f"LayerAdaptation {ns}/{chosen} already exists (and its spec is immutable)",
             "pass another --name, or `kubectl delete la " + chosen + f" -n {ns}` first",
@@ -133,7 +135,7 @@ def status(
     cluster = Cluster.connect()
     body = cluster.get(KIND, ns, name)
     if body is None:
-        raise SpecError("NAME", f"no LayerAdaptation {ns}/{name}", f"see `kubectl get la -n {ns}`")
+        raise InputError("NAME", f"no LayerAdaptation {ns}/{name}", f"see `kubectl get la -n {ns}`")
     st: dict[str, Any] = dict(body.get("status") or {})
     jobs = []
     for stage, child in (st.get("jobs") or {}).items():

@@ -1,4 +1,4 @@
-"""`layerpilot mlflow`: what did not reach MLflow during a job, replayed into the store (`sync`)."""
+"""`layerpilot mlflow sync`: publish a work directory onto MLflow by hand (what a job does as it runs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cli.options import JsonOpt
 
 app = App(
     name="mlflow",
-    help="Tracking outages: replay what a job could not log to MLflow.",
+    help="Publish a job's work directory onto MLflow (after an outage, or a --no-mlflow run).",
     no_args_is_help=True,
 )
 
@@ -26,7 +26,7 @@ def sync(
         Path,
         typer.Argument(
             metavar="WORKDIR",
-            help="The job's --workdir (where mlflow_unlogged.jsonl is; for probe and train: where they ran).",
+            help="The job's directory: adapt's --workdir, or the --out of probe, train or register.",
             show_default=False,
         ),
     ],
@@ -35,25 +35,26 @@ def sync(
         typer.Option(
             "--tracking-uri",
             metavar="URI",
-            help="Replay into this store (default: where the job's calls were going, as the ledger says).",
+            help="Publish to this store (default: where the job was publishing, as its record says).",
             show_default=False,
         ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Replay the calls a job could not make (runs, params, tags, metrics, artifacts, statuses, registration).
+    """Publish what MLflow does not hold yet: runs, params, tags, metric points, artifacts, statuses,
+    the registration. Idempotent: a second sync sends nothing.
 
-    Exit 0 when the ledger is empty afterwards (or was), 1 when calls are left in it.
+    Exit 0 when MLflow holds the whole work directory afterwards, 1 when something is left.
     """
-    from service.tracking.sync import sync as run_sync  # deferred: mlflow takes seconds to import
+    from service.tracking.publish import publish  # deferred: mlflow takes seconds to import
 
-    result = run_sync(workdir, tracking_uri)
+    result = publish(workdir, tracking_uri)
 
     def render() -> None:
-        if result.ok:  # a partial sync says so on stderr, below; paths and URIs are never wrapped
+        if result.complete:  # a partial publish says so on stderr, below; paths are never wrapped
             out.print(result.line(), soft_wrap=True, markup=False, highlight=False)
 
     emit(result.to_json(), as_json, render)
-    if not result.ok:
+    if not result.complete:
         err.print(f"[bold red]error:[/] {escape(result.line())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -1,21 +1,23 @@
 """Options shared by several commands, and the spec they resolve to.
 
-Every command that takes SPEC also runs from `--model URI` alone (with optional `--dataset` and
-`--reward`): the rest of the spec takes its defaults, and a note says which defaults stood in for
-data the user did not name.
+Every command that takes SPEC also runs from `--model URI` alone (with optional `--dataset`,
+`--reward` and `--eval-size`): the rest of the spec takes its defaults, and a note names each
+default that changes the result (the data, the reward, the eval size, steps, learning rate).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.console import note
-from service.errors import SpecError
+from service.errors import InputError
+from service.ranks import is_main
 from service.spec.loading import load_spec
-from service.spec.models import DatasetSpec, LayerAdaptationSpec, RewardSpec
+from service.spec.models import LayerAdaptationSpec, RewardSpec
 
 SpecArg = Annotated[
     Path | None,
@@ -37,6 +39,15 @@ RewardOpt = Annotated[
     list[str] | None,
     typer.Option("--reward", metavar="NAME", help="Reward (repeatable); see `layerpilot rewards`."),
 ]
+EvalSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--eval-size",
+        metavar="N",
+        min=1,
+        help="Held-out rows for evaluation (dataset.evalSize; default 64, a fifth of a small dataset).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result (or the error) as JSON on stdout.")]
 MaxStepsOpt = Annotated[
     int | None, typer.Option("--max-steps", metavar="N", min=1, help="Override training.maxSteps.")
@@ -51,29 +62,41 @@ NoMlflowOpt = Annotated[
     bool,
     typer.Option(
         "--no-mlflow",
-        help="Do not track this run in MLflow (default: the spec's trackingUri, MLFLOW_TRACKING_URI, "
-        "or ./mlflow.db).",
+        help="Do not publish this run to MLflow (default: the spec's trackingUri, MLFLOW_TRACKING_URI, "
+        "or ./mlflow.db); its record stays in the output directory for `mlflow sync` later.",
     ),
 ]
 
 
-def resolve_spec(
-    spec_path: Path | None, model: str | None, dataset: str | None, rewards: list[str] | None
-) -> LayerAdaptationSpec:
-    """The spec from a file, or defaults, with command-line overrides applied and re-validated."""
-    if spec_path is None and model is None:
-        raise SpecError("SPEC", "no spec given", "pass a SPEC file or --model URI")
-    spec = load_spec(spec_path)
+@dataclass(frozen=True)
+class SpecOptions:
+    """What a command was told about its spec: a file, or a model with optional data and reward."""
+
+    path: Path | None
+    model: str | None = None
+    dataset: str | None = None
+    rewards: list[str] | None = None
+    eval_size: int | None = None
+
+
+def resolve_spec(given: SpecOptions) -> LayerAdaptationSpec:
+    """The spec from a file, or defaults, with command-line overrides applied and re-validated
+    (`announce_defaults` says which defaults stood in, once the rest of the input checked out)."""
+    if given.path is None and given.model is None:
+        raise InputError("SPEC", "no spec given", "pass a SPEC file or --model URI")
+    spec = load_spec(given.path)
     data = spec.model_dump(mode="json", by_alias=True)
-    if model is not None:
-        data["model"] = {**data["model"], "uri": model, "revision": None}
-    if dataset is not None:
-        data["dataset"] = {**data["dataset"], "uri": dataset}
-    if rewards:
-        data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in rewards]
+    if given.model is not None:
+        data["model"] = {**data["model"], "uri": given.model, "revision": None}
+    if given.dataset is not None:
+        data["dataset"] = {**data["dataset"], "uri": given.dataset}
+    if given.rewards:
+        data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in given.rewards]
+    if given.eval_size is not None:
+        data["dataset"] = {**data["dataset"], "evalSize": given.eval_size}
     spec = load_spec(data)
     # Fail on a bad model, dataset or reward before any work starts or progress is printed.
-    # Deferred: service.models loads transformers (seconds); --help and bad input stay instant.
+    # Deferred: these load transformers (seconds); --help and bad input stay instant.
     from service.models.hub import resolve_model_dir
     from service.rewards.registry import build_rewards
 
@@ -82,18 +105,21 @@ def resolve_spec(
     return spec
 
 
-def announce_defaults(
-    spec_path: Path | None, dataset: str | None, rewards: list[str] | None, spec: LayerAdaptationSpec
-) -> None:
-    """Without a SPEC file, say (once work starts) which defaults stand in for unnamed data."""
-    if spec_path is not None:
+def announce_defaults(given: SpecOptions, spec: LayerAdaptationSpec) -> None:
+    """Without a SPEC file, name every default that changes the result, and how to set it (once:
+    under a distributed launcher, the main process says it)."""
+    if given.path is not None or not is_main():
         return
-    stood_in, options = [], []
-    if dataset is None:
-        stood_in.append(f"dataset {DatasetSpec().uri}")
-        options.append("--dataset")
-    if not rewards:
-        stood_in.append(f"reward {', '.join(r.name for r in spec.rewards)}")
-        options.append("--reward")
-    if stood_in:
-        note(f"no SPEC: using the default {' and '.join(stood_in)}; name yours with {'/'.join(options)}")
+    stood_in = []
+    if given.dataset is None:
+        stood_in.append(f"dataset {spec.dataset.uri} (--dataset)")
+    if not given.rewards:
+        stood_in.append(f"reward {', '.join(r.name for r in spec.rewards)} (--reward)")
+    if given.eval_size is None:
+        stood_in.append("64 eval rows, a fifth of a small dataset (--eval-size)")
+    stood_in.append(f"{spec.training.max_steps} training steps (--max-steps)")
+    stood_in.append(
+        f"learning rate {spec.algorithm.learning_rate:g} × {spec.training.learning_rate_multiplier:g} "
+        "and every other setting of a spec (write a SPEC file: examples/demo.yaml)"
+    )
+    note(f"no SPEC, so these defaults apply: {'; '.join(stood_in)}")

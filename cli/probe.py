@@ -12,24 +12,26 @@ from cli.base import App, DefaultCommandGroup
 from cli.console import emit, field, guarded, out, say
 from cli.options import (
     DatasetOpt,
+    EvalSizeOpt,
     JsonOpt,
     ModelOpt,
     NoMlflowOpt,
     ParallelOpt,
     RewardOpt,
     SpecArg,
+    SpecOptions,
     announce_defaults,
     resolve_spec,
 )
 from cli.progress import progress_display
-from cli.runs import tracked
+from cli.runs import published
 from cli.tables import layer_table, plain_table, probe_heading
-from service.errors import LayerpilotError, SpecError
-from service.files import write_json
+from service.errors import InputError
+from service.files import check_output_dir, write_json
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
 from service.ranks import is_main
 from service.spec.loading import load_spec
-from service.spec.models import LayerAdaptationSpec, ProbeMode, SelectionSpec
+from service.spec.models import ProbeMode, SelectionSpec
 
 app = App(
     name="probe",
@@ -73,6 +75,7 @@ def run(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    eval_size: EvalSizeOpt = None,
     no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -80,49 +83,47 @@ def run(
     # Deferred: these load torch, transformers and TRL (seconds); --help and bad input stay instant.
     from service.models.stack import inspect_stack
     from service.probe.run import check_probe_dir, run_probe
-    from service.probe.units import candidate_layers, parse_unit, run_unit, unit_label
-    from service.tracking import records
+    from service.probe.units import candidate_layers, parse_unit, run_unit
 
-    spec = resolve_spec(spec_path, model, dataset, reward)
+    check_output_dir(out_dir, "--out")
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
     chosen_mode = mode.value if mode is not None else spec.probe.mode
+    check_probe_dir(out_dir, spec)
     if layer_index is not None:
         if chosen_mode != ProbeMode.exact.value:
-            raise SpecError(
+            raise InputError(
                 "--layer-index", f"applies to exact mode, not {chosen_mode}", "drop --mode or use exact"
             )
         candidates = candidate_layers(spec, len(inspect_stack(spec.model)))
         unit = parse_unit(layer_index, candidates, spec.probe.seeds)
-        check_probe_dir(out_dir, spec)
-        main = is_main()  # under torchrun every rank trains the unit; only the main one prints
-        if main:
-            announce_defaults(spec_path, dataset, reward, spec)
+        announce_defaults(options, spec)
         with progress_display() as shown:
-            shown.note(f"probe unit {unit_label(unit)} of {spec.model.uri} into {out_dir}")
-            record = run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=shown)
-        if main:
+            shown.note(f"probe unit {unit.label} of {spec.model.uri} into {out_dir}")
+            partial = run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=shown)
+        if is_main():  # under torchrun every rank trains the unit; only the main one prints
             emit(
-                record,
+                partial,
                 as_json,
-                lambda: say(f"{unit_label(unit)}: score {record['score']:.4f} ({record['seconds']:.0f}s)"),
+                lambda: say(f"{unit.label}: score {partial['score']:.4f} ({partial['seconds']:.0f}s)"),
             )
         return
 
-    check_probe_dir(out_dir, spec)
-    announce_defaults(spec_path, dataset, reward, spec)
-    with tracked(spec, f"probe {spec.model.uri}", enabled=not no_mlflow) as tracked_run:
-        with progress_display() as shown:
-            shown.note(f"{chosen_mode} probe of {spec.model.uri} into {out_dir}")
-            report = run_probe(
-                spec,
-                out_dir,
-                mode=chosen_mode,
-                parallel=parallel,
-                keep_runs=keep_runs,
-                progress=shown,
-                write=tracked_run is None,
-            )
-        if tracked_run is not None:
-            records.log_probe(tracked_run, report, out_dir, spec)
+    announce_defaults(options, spec)
+    with (
+        published(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow) as record,
+        progress_display() as shown,
+    ):
+        shown.note(f"{chosen_mode} probe of {spec.model.uri} into {out_dir}")
+        report = run_probe(
+            spec,
+            out_dir,
+            mode=chosen_mode,
+            parallel=parallel,
+            keep_runs=keep_runs,
+            progress=shown,
+            record=record,
+        )
     print_report(report, out_dir, as_json)
 
 
@@ -152,22 +153,21 @@ def plan(
     """List an exact probe's units (base, full, each candidate layer): the Indexed Job's completions."""
     from service.models.stack import inspect_stack  # deferred: loads torch and transformers
     from service.probe.run import check_probe_dir
-    from service.probe.units import candidate_layers, unit_label, units_for
+    from service.probe.units import candidate_layers, units_for
     from service.tracking.review import PROBE_UNITS
 
-    spec = resolve_spec(spec_path, model, None, None)
+    check_output_dir(out_dir, "--out")
+    spec = resolve_spec(SpecOptions(spec_path, model))
     stack = inspect_stack(spec.model)
     units = units_for(candidate_layers(spec, len(stack)), spec.probe.seeds)
     check_probe_dir(out_dir, spec)
-    labels = [unit_label(unit) for unit in units]
+    labels = [unit.label for unit in units]
     result = {"model": spec.model.uri, "numLayers": len(stack), "units": len(units), "labels": labels}
-    with tracked(spec, f"probe plan {spec.model.uri}", enabled=not no_mlflow) as run:
-        if run is not None and not run.set_tags({PROBE_UNITS: str(len(units))}):
-            # The operator sizes its Indexed Job from this tag: a plan it cannot read is no plan.
-            raise LayerpilotError(
-                f"could not record the plan in MLflow run {run.run_id}; see the warning above"
-            )
-    write_json(out_dir / "probe_plan.json", result)
+    # The operator sizes its Indexed Job from the tag: under it, a plan MLflow did not get fails.
+    with published(
+        out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow, tags={PROBE_UNITS: str(len(units))}
+    ):
+        write_json(out_dir / "probe_plan.json", result)
     emit(
         result,
         as_json,
@@ -194,22 +194,20 @@ def merge(
     """
     from service.probe.exact import merge_partials  # deferred: loads torch (seconds)
     from service.probe.halving import merge_halving
+    from service.probe.recorded import record_probe
     from service.probe.selection import select_layers
-    from service.tracking import records
 
     spec = load_spec(spec_path) if spec_path is not None else None
     if spec is not None and spec.probe.mode == ProbeMode.halving.value:
-        report = merge_halving(probe_dir, spec)  # the plan of rungs follows from the spec
+        report = merge_halving(probe_dir, spec)  # the rung schedule follows from the spec
     else:
         report = merge_partials(probe_dir, spec)
     if spec is None:
         report.selected = select_layers(SelectionSpec(), report)
     # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.
-    with tracked(spec, f"probe {report.model}", enabled=not no_mlflow) as tracked_run:
-        if tracked_run is None:
-            report.write(probe_dir)
-        else:  # writes the report too, with the run's id
-            records.log_probe(tracked_run, report, probe_dir, spec or LayerAdaptationSpec())
+    with published(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow) as record:
+        report.write(probe_dir)
+        record_probe(record, report, probe_dir)
     print_report(report, probe_dir, as_json)
 
 
@@ -224,13 +222,16 @@ def validate(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    eval_size: EvalSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run exact and the fast modes; report how well each proxy ranks layers like exact does."""
     from service.probe.agreement import VALIDATION_JSON, validate_proxies  # deferred: loads torch
 
-    spec = resolve_spec(spec_path, model, dataset, reward)
-    announce_defaults(spec_path, dataset, reward, spec)
+    check_output_dir(out_dir, "--out")
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    announce_defaults(options, spec)
     with progress_display() as shown:
         shown.note(f"validating proxies against the exact probe of {spec.model.uri} into {out_dir}")
         result = validate_proxies(spec, out_dir, parallel=parallel, progress=shown)

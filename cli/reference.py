@@ -2,7 +2,7 @@
 
 Commands and options come from the Typer app, the spec from the pydantic models' JSON schema (the
 one the CRD is generated from), the files from the field tables beside the code that writes them,
-the metric names from `service.tracking.records`. `make reference` rewrites the file; a test fails
+the metric names from the modules that record them. `make reference` rewrites the file; a test fails
 when the committed file differs from what this module generates.
 
     python -m cli.reference > docs/reference.md
@@ -19,18 +19,26 @@ import typer.main
 from typer.core import TyperArgument, TyperGroup
 
 from cli.main import app
-from service.adapt import REGISTER_FIELDS, RESULT_FIELDS, RESULT_JSON
+from service.adapt import EVAL_DIR, EVAL_JSON, REGISTER_FIELDS, RESULT_FIELDS, RESULT_JSON
+from service.evaluation import EVAL_METRICS
 from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
+from service.probe.recorded import PROBE_METRICS
 from service.probe.report import LAYER_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
+from service.record import METRICS_FILE, RECORD_FIELDS, RECORD_FILE
 from service.spec.models import API_VERSION, KIND, LayerAdaptation, LayerAdaptationSpec
-from service.tracking import records, review
-from service.tracking.sync import LOCAL_RUN_TAG, SYNC_FIELDS
+from service.tracking import review
+from service.tracking.publish import PUBLISH_FIELDS, PUBLISHED_FIELDS, PUBLISHED_FILE, RECORD_KEY
+from service.tracking.publishing import INTERVAL_ENV, SPEC_JSON
+from service.tracking.registration import REVIEW_FIELDS
+from service.training.metrics import TRAIN_METRICS
 from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
 
 ENVIRONMENT: dict[str, str] = {
     "MLFLOW_TRACKING_URI": "tracking server or store when the spec sets no `mlflow.trackingUri`",
-    "MLFLOW_RUN_ID": "log into this existing run instead of creating a parent run (the operator's Jobs)",
-    "LAYERPILOT_MLFLOW_ATTEMPTS / _BACKOFF_S / _TIMEOUT_S / _COOLDOWN_S": "retry policy of tracking calls",
+    "MLFLOW_RUN_ID": "publish into this existing run instead of creating a top run (the operator's Jobs)",
+    "LAYERPILOT_MLFLOW_ATTEMPTS / _BACKOFF_S / _TIMEOUT_S": "how hard each request to MLflow tries "
+    "(3 attempts, 1 s backoff, 15 s timeout)",
+    INTERVAL_ENV: "seconds between publishes while a job runs (5)",
     "LAYERPILOT_MLFLOW_TOKEN / _TOKEN_FILE": "`Authorization: Bearer` for a tracking server behind a gateway",
     "LAYERPILOT_VERBOSE=1": "as `--verbose`: the libraries' own logs, warnings and progress bars",
     "LAYERPILOT_PROGRESS_SECONDS": "seconds between progress lines when stderr is not a terminal (10)",
@@ -212,17 +220,28 @@ def _files() -> Iterator[str]:
     yield f"A training directory (`train --out`) holds `{PATCH_TENSORS}` (only the trained layers'"
     yield f"tensors, under their full parameter names), `{PATCH_META}`, `{DELTAS}` (relative weight change"
     yield f"‖ΔW‖/‖W‖ per layer and per tensor), `{RUN_FILE}` and resumable `{CHECKPOINTS}/`. `adapt` writes"
-    yield f"both into its work directory, plus `{RESULT_JSON}`. `register` writes no file of its own; its"
-    yield "result is on stdout (`--json`)."
+    yield f"both into its work directory, plus `{EVAL_DIR}/{EVAL_JSON}` and `{RESULT_JSON}`; `register`"
+    yield f"writes `{EVAL_DIR}/{EVAL_JSON}` into its `--out`."
+    yield ""
+    yield "**The work directory is the record.** Every command that runs a job (`adapt`, `probe`,"
+    yield "`probe plan`, `probe merge`, `train`, `register`) keeps in its directory the record of each"
+    yield f"run MLflow will show: `{RECORD_FILE}` (what the run is and holds) and `{METRICS_FILE}` (its"
+    yield "metric points, appended as they happen, one line per logged step), and the spec as"
+    yield f"`{SPEC_JSON}`. A probe's units keep theirs under `runs/`, an adapt's stages under `probe/`,"
+    yield f"`train/` and `{EVAL_DIR}/`. MLflow is published from these files (see [MLflow](#mlflow)); each"
+    yield f"publish writes `{PUBLISHED_FILE}` ({', '.join(f'`{k}`' for k in PUBLISHED_FIELDS)}): where the"
+    yield "work directory is in MLflow, and whether all of it is."
     yield ""
     for title, fields in (
         (f"`{REPORT_JSON}`", REPORT_FIELDS),
         (f"`{REPORT_JSON}`: an entry of `layers`", LAYER_FIELDS),
         (f"`{PATCH_META}`", PATCH_META_FIELDS),
         (f"`{RUN_FILE}`", RUN_FILE_FIELDS),
+        (f"`{RECORD_FILE}`", RECORD_FIELDS),
+        (f"`{RECORD_FILE}`: the `review` of a `registration`", REVIEW_FIELDS),
         (f"`{RESULT_JSON}`", RESULT_FIELDS),
         ("`layerpilot register --json`", REGISTER_FIELDS),
-        ("`layerpilot mlflow sync --json`", SYNC_FIELDS),
+        (f"`layerpilot mlflow sync --json` (and `{PUBLISHED_FILE}`)", PUBLISH_FIELDS),
     ):
         yield f"### {title}"
         yield ""
@@ -233,24 +252,30 @@ def _files() -> Iterator[str]:
 def _mlflow() -> Iterator[str]:
     yield "## MLflow"
     yield ""
-    yield "`adapt` logs one parent run with child runs `probe` (and, in exact mode, one child per probe"
-    yield "unit), `train` and `eval`; `probe`, `probe merge` and `train` alone log one run each. The"
-    yield f"result is a registered model version (flavor `layer_patch`) with alias `{review.CANDIDATE}`;"
-    yield f"`registry promote` moves `{review.CHAMPION}` only to a version whose eval score beats the"
-    yield "holder's."
+    yield "Each record of a work directory is one MLflow run: `adapt` shows as a top run with child runs"
+    yield "`probe` (and, in exact and halving mode, one child per probe unit: per layer and seed, its"
+    yield "halving rungs as steps), `train` and `eval`; `probe`, `probe merge` and `train` alone show as"
+    yield "one run each. The result is a registered model version (flavor `layer_patch`) with alias"
+    yield f"`{review.CANDIDATE}`; `registry promote` moves `{review.CHAMPION}` only to a version whose eval"
+    yield "score beats the holder's."
     yield ""
-    yield "The operator runs the stages as Jobs: it creates the parent run and one child per stage"
-    yield f"(`{review.STAGE}` = `probe`, `train`), and each Job logs into its run (`MLFLOW_RUN_ID`):"
-    yield "the probe units log nothing, `probe merge` logs the probe (one child per unit), `train` the"
-    yield "training, and `register`, in the parent run, adds the `eval` child and registers the version"
-    yield "from the parent, linking the stage runs it finds under it."
+    yield "A job publishes its work directory when it starts, every few seconds while it runs, and when it"
+    yield "ends. A publish is idempotent: it finds each run by the record's key (tag"
+    yield f"`{RECORD_KEY}`), sends only what the run does not hold yet (metric points keep the step and"
+    yield "timestamp they were recorded at) and registers a version once. A server that is down costs a"
+    yield "delay, nothing else: `layerpilot mlflow sync WORKDIR` publishes what is left (exit 1 while"
+    yield "something is), and a second sync sends nothing. MLflow's own `MLFLOW_HTTP_REQUEST_*`"
+    yield "variables, when you set them, take precedence over layerpilot's request bounds."
     yield ""
-    yield "A call that could not reach MLflow is kept in the work directory's `mlflow_unlogged.jsonl`"
-    yield "(with its payload); `layerpilot mlflow sync WORKDIR` replays it, idempotently, once the server"
-    yield "is back. MLflow's own `MLFLOW_HTTP_REQUEST_*` variables, when you set them, take precedence"
-    yield "over layerpilot's retry policy."
+    yield "The operator runs the stages as Jobs: it creates the top run and one child per stage"
+    yield f"(`{review.STAGE}` = `probe`, `train`), and each Job publishes into its run (`MLFLOW_RUN_ID`):"
+    yield "the probe units record themselves, `probe merge` publishes the probe and its units, `train` the"
+    yield "training, and `register`, in the top run, adds the `eval` child and registers the version from"
+    yield "the top run, linking the stage runs it finds under it. Such a Job fails (and is retried) when"
+    yield "its publish did not finish, since the operator reads those runs."
     yield ""
-    yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in records.METRICS.items()))
+    metrics = {**TRAIN_METRICS, **PROBE_METRICS, **EVAL_METRICS}
+    yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in metrics.items()))
     yield ""
     tags = {
         review.MODEL: "the base model's URI (runs)",
@@ -263,7 +288,7 @@ def _mlflow() -> Iterator[str]:
         review.REGISTERED_MODEL: "the registered model a version was registered in (the run it comes from)",
         review.MODEL_VERSION: "that version's number (the run it comes from)",
         review.PROBE_UNITS: "the exact probe's unit count, from `probe plan` (probe runs)",
-        LOCAL_RUN_TAG: "the placeholder id (`local-…`) a run created by `mlflow sync` replaces (runs)",
+        RECORD_KEY: "the key of the record a run shows (`record.json`): how a publish finds it (runs)",
         review.LAYERS: "the trained layers (versions)",
         review.EVAL_SCORE: "eval score after training: what the promotion gate compares (versions)",
         review.EVAL_BEFORE: "eval score of the base model (versions)",

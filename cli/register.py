@@ -10,9 +10,10 @@ from rich.markup import escape
 
 from cli.base import App
 from cli.console import emit, err, field, guarded, say, score, warn
-from cli.options import JsonOpt, resolve_spec
+from cli.options import JsonOpt, SpecOptions, resolve_spec
 from cli.progress import progress_display
 from cli.runs import show_registered
+from service.files import check_output_dir
 
 app = App()
 
@@ -40,28 +41,30 @@ def register(
     patch_dir: Annotated[
         Path, typer.Option("--patch", metavar="DIR", help="The layer patch: the --out directory of `train`.")
     ],
+    out_dir: Annotated[
+        Path,
+        typer.Option("--out", metavar="DIR", help="The evaluation and the run's record (re-run to publish)."),
+    ] = Path("layerpilot-register"),
     as_json: JsonOpt = False,
 ) -> None:
-    # Fails loudly, unlike tracking: exit 2 without `mlflow.registeredModel`, exit 1 when the
-    # version was not registered (the evaluation is printed all the same).
+    # Fails loudly: exit 2 without `mlflow.registeredModel`, exit 1 when the version was not
+    # registered (the evaluation is printed all the same).
     from service.adapt import run_register  # deferred: loads torch, transformers and mlflow (seconds)
 
-    spec = resolve_spec(spec_path, None, None, None)
+    check_output_dir(out_dir, "--out")
+    spec = resolve_spec(SpecOptions(spec_path))
     with progress_display() as shown:
-        result = run_register(spec, probe_dir, patch_dir, progress=shown)
+        result = run_register(spec, probe_dir, patch_dir, out_dir, progress=shown)
     summary = result.to_json()
     emit(summary, as_json, lambda: render(summary))
     if summary["notLogged"]:
         warn(summary["notLogged"])
     if summary["registeredModel"] is None:
         why = escape(
-            f"evaluated, but not registered as {spec.mlflow.registered_model} ({result.outcome.error})"
+            f"evaluated, but not registered as {spec.mlflow.registered_model} ({result.error}); the patch "
+            f"is kept in {patch_dir}, and `layerpilot mlflow sync {out_dir}` registers it once MLflow answers"
         )
-        err.print(
-            f"[bold red]error:[/] {why}; the patch is kept in {escape(str(patch_dir))}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        err.print(f"[bold red]error:[/] {why}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

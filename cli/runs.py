@@ -1,9 +1,10 @@
-"""MLflow for single commands (`probe`, `train`): one run, and where to look at the end; and how a
-registered version is shown (`adapt`, `register`)."""
+"""MLflow for single commands (`probe`, `train`, `probe plan`, `probe merge`): the command's record,
+published while it runs, and where to look at the end; and how a registered version is shown
+(`adapt`, `register`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -11,32 +12,76 @@ from typing import Any
 from rich.console import Console
 
 from cli.console import command, err, field, out, say, warn
+from service.errors import LayerpilotError
 from service.spec.models import LayerAdaptationSpec
 from service.tracking.uris import LOCAL_UI, experiment_url, run_url, ui_command
 
 
-@contextmanager
-def tracked(spec: LayerAdaptationSpec | None, name: str, *, enabled: bool) -> Iterator[Any]:
-    """An MLflow run for a single command (None when disabled); says at the end where to look.
+def open_record(
+    directory: Path,
+    name: str,
+    spec: LayerAdaptationSpec | None,
+    *,
+    mlflow: bool,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Any:
+    """The command's record in `directory` (continued when it runs again with the same spec): where it
+    is published with `mlflow` (the spec's, MLFLOW_TRACKING_URI, or ./mlflow.db, MLflow's own default,
+    so `layerpilot registry` and `mlflow ui` find it from the same directory), else nowhere yet.
 
-    The run is the operator's when `MLFLOW_RUN_ID` is set. The local store is ./mlflow.db, MLflow's
-    own default, so `layerpilot registry` and `mlflow ui` find it from the same directory. Without a
-    spec (`probe merge` with no `--spec`) the default spec's `mlflow` section applies and no spec is
-    logged.
+    Without a spec (`probe merge` with no `--spec`) the default spec's `mlflow` section applies and
+    no spec is recorded. The run is the operator's when `MLFLOW_RUN_ID` is set.
     """
-    if not enabled:
-        yield None
-        return
     # Deferred: mlflow takes seconds to import; --no-mlflow never pays for it.
-    from service.tracking import records
-    from service.tracking.runs import Tracker
+    from service.tracking.publishing import job_record, tracking_for
 
-    tracker = Tracker.for_spec((spec or LayerAdaptationSpec()).mlflow, Path.cwd())
-    with tracker.start_run(name) as run:
-        if spec is not None:
-            records.log_spec(run, spec)
-        yield run
-    where_to_look(tracker.tracking_uri, run.experiment_id, run.run_id, tracker.summary())
+    tracking = tracking_for((spec or LayerAdaptationSpec()).mlflow, Path.cwd()) if mlflow else None
+    return job_record(directory, name, spec, tracking=tracking, params=params, tags=tags)
+
+
+@contextmanager
+def publishing(record: Any | None) -> Iterator[Any | None]:
+    """Publish `record`'s work directory while the block runs; say at the end where to look, and
+    what MLflow does not hold yet.
+
+    Under the operator (a record continuing its run) a publish that did not finish fails the
+    command (exit 1), so that the Job's retry publishes again: the operator reads that run.
+    """
+    if record is None or record.tracking is None:
+        yield record
+        if record is not None and record.status == "RUNNING":
+            record.end()
+        return
+    from service.tracking.publishing import Publishing  # deferred: mlflow takes seconds to import
+
+    with Publishing(record) as running:
+        yield record
+    outcome = running.outcome
+    if outcome is None:
+        return
+    where_to_look(outcome.tracking_uri, outcome.experiment_id, outcome.runs.get("."), running.summary())
+    if record.tracking.run_id and not outcome.complete:
+        raise LayerpilotError(
+            f"the operator's run {record.tracking.run_id} does not hold this job's record yet; it is kept "
+            f"in {record.directory}, and running the command again publishes it"
+        )
+
+
+@contextmanager
+def published(
+    directory: Path,
+    name: str,
+    spec: LayerAdaptationSpec | None,
+    *,
+    mlflow: bool,
+    params: Mapping[str, str] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[Any]:
+    """`open_record`, published while the block runs (`publishing`)."""
+    record = open_record(directory, name, spec, mlflow=mlflow, params=params, tags=tags)
+    with publishing(record):
+        yield record
 
 
 def where_to_look(

@@ -8,21 +8,24 @@ from typing import Annotated
 import typer
 
 from cli.base import App
-from cli.console import emit, field, guarded, out, say
+from cli.console import emit, field, guarded, out, say, warn
 from cli.options import (
     DatasetOpt,
+    EvalSizeOpt,
     JsonOpt,
     MaxStepsOpt,
     ModelOpt,
     NoMlflowOpt,
     RewardOpt,
     SpecArg,
+    SpecOptions,
     announce_defaults,
     resolve_spec,
 )
 from cli.progress import progress_display
-from cli.runs import tracked
+from cli.runs import open_record, publishing
 from cli.tables import plain_table
+from service.files import check_output_dir
 from service.ranks import is_main
 from service.spec.indices import parse_layer_list
 
@@ -44,7 +47,10 @@ def train(
     ] = None,
     max_steps: MaxStepsOpt = None,
     out_dir: Annotated[
-        Path, typer.Option("--out", metavar="DIR", help="Output directory (checkpoints and layer patch).")
+        Path,
+        typer.Option(
+            "--out", metavar="DIR", help="Output directory (checkpoints, layer patch, the run's record)."
+        ),
     ] = Path("layerpilot-train"),
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")
@@ -52,40 +58,43 @@ def train(
     model: ModelOpt = None,
     dataset: DatasetOpt = None,
     reward: RewardOpt = None,
+    eval_size: EvalSizeOpt = None,
     no_mlflow: NoMlflowOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """RL post-training of only the chosen layers; writes the layer patch to --out."""
     # Deferred: these load torch, transformers and TRL (seconds); --help and bad input stay instant.
-    from service.patch import PATCH_TENSORS
     from service.probe.selection import layers_for_training
-    from service.tracking import records
+    from service.record import Record
+    from service.training.rundir import check_run_dir
+    from service.training.trainer import finished_run, record_patch
     from service.training.trainer import train as run_training
 
-    spec = resolve_spec(spec_path, model, dataset, reward)
-    chosen = layers_for_training(
-        spec, layers=parse_layer_list(layers) if layers else None, probe_report=from_probe
-    )
+    check_output_dir(out_dir, "--out")
+    chosen_layers = parse_layer_list(layers) if layers else None
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    chosen = layers_for_training(spec, layers=chosen_layers, probe_report=from_probe)
+    checkpoint = check_run_dir(out_dir, spec, chosen, resume=resume)  # before the record touches --out
+    announce_defaults(options, spec)
     main = is_main()  # under torchrun every rank trains; only the main one records and prints
-    if main:
-        announce_defaults(spec_path, dataset, reward, spec)
-    with (
-        tracked(spec, f"train {spec.model.uri}", enabled=not no_mlflow and main) as run,
-        progress_display() as shown,
-        records.step_logger(run, spec) as log_steps,
-    ):
+    if main and resume and checkpoint is None:
+        warn(f"--resume: no checkpoint in {out_dir} yet; starting from step 0")
+    steps = max_steps or spec.training.max_steps
+    finished = resume and checkpoint is not None and finished_run(out_dir, spec, steps) is not None
+    record = None
+    if main and finished:  # nothing to train: its record stays as it is, published if it is not yet
+        record = Record.read(out_dir) if not no_mlflow else None
+    elif main:
+        params = {"layers": ",".join(map(str, chosen))}
+        record = open_record(out_dir, f"train {spec.model.uri}", spec, mlflow=not no_mlflow, params=params)
+    with publishing(record), progress_display() as shown:
         shown.note(f"training layers {chosen} of {spec.model.uri} into {out_dir}")
         result = run_training(
-            spec,
-            chosen,
-            out_dir,
-            resume=resume,
-            max_steps=max_steps,
-            progress=shown,
-            on_step=[log_steps],
+            spec, chosen, out_dir, resume=resume, max_steps=max_steps, progress=shown, record=record
         )
-        if run:
-            records.log_training(run, result)
+        if record is not None:
+            record_patch(record, out_dir)
     data = result.to_json()
 
     def render() -> None:
@@ -98,7 +107,9 @@ def train(
         say(
             f"trained {result.trainable_parameters:,} of {result.total_parameters:,} parameters ({share:.1%})"
         )
-        field("layer patch:", str(result.out_dir / PATCH_TENSORS))
+        field("layer patch:", str(result.out_dir / "layer_patch.safetensors"))
 
     if main:
         emit(data, as_json, render)
+        for text in result.warnings:
+            warn(text)

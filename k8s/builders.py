@@ -160,7 +160,17 @@ def command(build: Build, stage: str) -> list[str]:
             "--resume",
         ]
     if stage == "register":
-        return ["layerpilot", "register", SPEC_FILE, "--probe", probe_dir, "--patch", f"{work}/train"]
+        return [
+            "layerpilot",
+            "register",
+            SPEC_FILE,
+            "--probe",
+            probe_dir,
+            "--patch",
+            f"{work}/train",
+            "--out",
+            f"{work}/register",
+        ]
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -14,7 +14,7 @@ import yaml
 from k8s.builders import container_security, pod_security
 from k8s.crd import crd
 from k8s.naming import DEFAULT_IMAGE, GROUP, IMAGE_ENV, PLURAL, TRAINER_GROUP, TRAINJOBS
-from service.spec.models import API_VERSION, KIND
+from service.spec.demo import demo_document
 
 NAMESPACE: Final = "layerpilot-system"
 NAME: Final = "layerpilot-operator"
@@ -153,20 +153,14 @@ def operator(image: str = DEFAULT_IMAGE, tracking_uri: str = DEFAULT_TRACKING_UR
 
 
 def example() -> dict[str, Any]:
-    """The demo as a resource for a small cluster (kind, k3d): CPU, a 2 GiB single-node volume."""
+    """The demo (`examples/demo.yaml`, as written) as a resource for a small cluster (kind, k3d): in the
+    `default` namespace, on CPU, with a 2 GiB single-node volume."""
+    document = demo_document()
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": "demo-arith", "namespace": "default"},
+        **document,
+        "metadata": {**document.get("metadata", {}), "namespace": "default"},
         "spec": {
-            "model": {"uri": "builtin:demo"},
-            "dataset": {"uri": "builtin:arith", "evalSize": 300},
-            "rewards": [{"name": "exact_answer"}],
-            "algorithm": {"numGenerations": 8, "maxCompletionLength": 4, "learningRate": 5.0e-5},
-            "probe": {"mode": "exact", "steps": 30, "layers": "all"},
-            "selection": {"strategy": "top-k", "k": 1},
-            "training": {"maxSteps": 60, "batchSize": 32, "saveSteps": 20},
-            "mlflow": {"experiment": "layerpilot-k8s", "registeredModel": "demo-arith"},
+            **document["spec"],
             "resources": {
                 "probeParallelism": 2,
                 "cpu": "1",

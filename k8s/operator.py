@@ -117,8 +117,13 @@ def build_registry(
             except LayerpilotError as error:
                 log.warning(
                     "reconciling %s/%s after a change of %s (attempt %d/%d): %s",
-                    namespace, owner["name"], body["metadata"]["name"], attempt, RETRIES, error,
-                )  # fmt: skip
+                    namespace,
+                    owner["name"],
+                    body["metadata"]["name"],
+                    attempt,
+                    RETRIES,
+                    error,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 300.0)
 

@@ -41,7 +41,7 @@ from k8s.status import (
     one_line,
     set_condition,
 )
-from service.errors import SpecError
+from service.errors import InputError
 from service.spec.loading import parse_spec
 from service.spec.models import KIND, LayerAdaptationSpec
 from service.tracking import review
@@ -51,7 +51,7 @@ from service.tracking.stages import FINISHED, KILLED, StageRuns
 log = logging.getLogger(__name__)
 
 
-class InvalidSpec(SpecError):
+class InvalidSpec(InputError):
     """The resource's spec does not validate: the resource is Failed and will not be retried."""
 
 
@@ -67,7 +67,7 @@ def effective_spec(body: dict[str, Any], config: OperatorConfig) -> LayerAdaptat
     """The validated spec with what the operator fills in: the tracking server, the model name."""
     try:
         spec = parse_spec({"spec": body.get("spec") or {}})
-    except SpecError as error:
+    except InputError as error:
         raise InvalidSpec(error.field, error.problem, error.fix) from None
     if not spec.mlflow.tracking_uri:
         if not config.tracking_uri:

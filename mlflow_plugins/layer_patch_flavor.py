@@ -1,11 +1,9 @@
 """The `layer_patch` MLflow model flavor: a layer patch plus a reference to its base model.
 
-A logged model holds only the trained layers' tensors (`patch/layer_patch.safetensors`), their
-metadata (`patch/layer_patch.json`) and the relative weight changes (`patch/deltas.json`). The base
-weights are never copied: the `MLmodel` names the base (uri, revision, fingerprint) and the loader
-fetches it the way `layerpilot train` did, then refuses it unless its fingerprint matches. That keeps
-a registered version a few hundred KB instead of the whole model, and a reviewer can read from the
-`MLmodel` file alone which base and which layers a version changes.
+Saving lives in the engine (`service.tracking.flavor`, what a registration writes); this module is
+the flavor as MLflow and its users meet it: `save_model`, `log_model`, `load_model` and the pyfunc
+loader (`_load_pyfunc`) that every saved `MLmodel` names. The loader fetches the base the way
+`layerpilot train` did and refuses it unless its weights fingerprint matches the patch's.
 
     import mlflow
     from mlflow_plugins import layer_patch_flavor
@@ -20,123 +18,37 @@ model on a machine without the Hub); the fingerprint check still applies.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, cast
 
-import mlflow
-import yaml
-from mlflow.models import Model, ModelSignature
-from mlflow.models.model import MLMODEL_FILE_NAME, ModelInfo
+from mlflow.models import Model
+from mlflow.models.model import ModelInfo
 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
-from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
-from mlflow.utils.environment import (
-    _CONDA_ENV_FILE_NAME,
-    _PYTHON_ENV_FILE_NAME,
-    _REQUIREMENTS_FILE_NAME,
-    _process_pip_requirements,
-    _PythonEnv,
-)
-from mlflow.utils.model_utils import _get_flavor_configuration, _validate_and_prepare_target_save_path
+from mlflow.utils.model_utils import _get_flavor_configuration
 
-from service import __version__
 from service.evaluation import generate_greedy
-from service.patch import PATCH_FILES, LayerPatch, load_patched_model, read_patch
+from service.patch import LayerPatch, load_patched_model, read_patch
 from service.spec.models import ModelSpec
-
-FLAVOR_NAME = "layer_patch"
-PATCH_SUBDIR = "patch"
-DEFAULT_MAX_NEW_TOKENS = 16
-# MLflow imports this module by name to load the pyfunc (written into MLmodel as `loader_module`).
-LOADER_MODULE = __name__
-
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec(DataType.string)]),
-    outputs=Schema([ColSpec(DataType.string)]),
-    params=ParamSchema([ParamSpec("max_new_tokens", DataType.long, DEFAULT_MAX_NEW_TOKENS)]),
+from service.tracking.flavor import (
+    DEFAULT_MAX_NEW_TOKENS,
+    FLAVOR_NAME,
+    PATCH_SUBDIR,
+    SIGNATURE,
+    get_default_pip_requirements,
+    save_model,
 )
 
-
-def get_default_pip_requirements() -> list[str]:
-    """What the pyfunc needs to load base + patch; pinned to this environment's versions."""
-    reqs = []
-    for package in ("torch", "transformers", "safetensors"):
-        # A local label (`+cpu`) is not installable from PyPI; the build is the installer's choice.
-        version = importlib.metadata.version(package).split("+")[0]
-        reqs.append(f"{package}=={version}")
-    reqs.append(f"layerpilot=={__version__}")
-    return reqs
-
-
-def save_model(
-    patch_dir: str | os.PathLike[str],
-    path: str | os.PathLike[str],
-    mlflow_model: Model | None = None,
-    *,
-    max_new_tokens: int | None = None,
-    signature: ModelSignature | None = None,
-    pip_requirements: list[str] | None = None,
-    extra_pip_requirements: list[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> None:
-    """Write an MLflow model directory at `path` holding the patch files of `patch_dir`."""
-    patch = read_patch(Path(patch_dir))  # SpecError naming PATCH_DIR when it is not a patch
-    target = Path(os.path.abspath(path))
-    _validate_and_prepare_target_save_path(str(target))
-    data = target / PATCH_SUBDIR
-    data.mkdir()
-    for name in PATCH_FILES:
-        if (Path(patch_dir) / name).is_file():
-            shutil.copy2(Path(patch_dir) / name, data / name)
-
-    mlflow_model = mlflow_model if mlflow_model is not None else Model()
-    mlflow_model.signature = signature or SIGNATURE
-    if metadata is not None:
-        mlflow_model.metadata = metadata
-    base = patch.meta.get("base", {})
-    mlflow_model.add_flavor(
-        FLAVOR_NAME,
-        patch=PATCH_SUBDIR,
-        layers=patch.layers,
-        layers_path=patch.meta.get("layersPath"),
-        num_tensors=len(patch.tensors),
-        num_parameters=sum(t.numel() for t in patch.tensors.values()),
-        dtype=patch.meta.get("dtype"),
-        trained_steps=patch.meta.get("trainedSteps"),
-        base_model={
-            "uri": base.get("uri"),
-            "revision": base.get("revision"),
-            "fingerprint": base.get("fingerprint"),
-            "model_type": base.get("modelType"),
-            "num_layers": base.get("numLayers"),
-        },
-        base_weights_included=False,
-        layerpilot_version=__version__,
-    )
-    mlflow.pyfunc.add_to_model(
-        mlflow_model,
-        loader_module=LOADER_MODULE,
-        data=PATCH_SUBDIR,
-        conda_env=_CONDA_ENV_FILE_NAME,
-        python_env=_PYTHON_ENV_FILE_NAME,
-        model_config={"max_new_tokens": max_new_tokens or DEFAULT_MAX_NEW_TOKENS, "base_uri": None},
-    )
-    mlflow_model.model_size_bytes = sum(f.stat().st_size for f in data.iterdir())
-    mlflow_model.save(str(target / MLMODEL_FILE_NAME))
-    _write_environment(target, pip_requirements, extra_pip_requirements)
-
-
-def _write_environment(
-    target: Path, pip_requirements: list[str] | None, extra_pip_requirements: list[str] | None
-) -> None:
-    defaults = None if pip_requirements is not None else get_default_pip_requirements()
-    conda_env, reqs, _ = _process_pip_requirements(defaults, pip_requirements, extra_pip_requirements)
-    (target / _CONDA_ENV_FILE_NAME).write_text(yaml.safe_dump(conda_env, default_flow_style=False))
-    (target / _REQUIREMENTS_FILE_NAME).write_text("\n".join(reqs) + "\n")
-    _PythonEnv.current().to_yaml(str(target / _PYTHON_ENV_FILE_NAME))
+__all__ = [
+    "FLAVOR_NAME",
+    "SIGNATURE",
+    "LayerPatchPyfunc",
+    "get_default_pip_requirements",
+    "load_model",
+    "log_model",
+    "save_model",
+]
 
 
 def log_model(

@@ -13,42 +13,59 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.errors import LayerpilotError, SpecError, first_line
+from service.errors import InputError, LayerpilotError, first_line
 from service.spec.models import DatasetSpec
 
 ARITH_DIR = Path(__file__).parent / "assets" / "arith"
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 Row = dict[str, Any]
+DEFAULT_EVAL_SIZE = 64
+SMALL_SHARE = 5  # a dataset of fewer than 5 × 64 rows holds out a fifth of them
+
+
+def eval_size(dataset: DatasetSpec, rows: int) -> int:
+    """How many rows evaluation holds out: `evalSize`, else 64, or a fifth of a small dataset.
+
+    >>> from service.spec.models import DatasetSpec
+    >>> eval_size(DatasetSpec(), 1000), eval_size(DatasetSpec(), 50), eval_size(DatasetSpec(evalSize=8), 50)
+    (64, 10, 8)
+    """
+    if dataset.eval_size is not None:
+        return dataset.eval_size
+    return max(1, min(DEFAULT_EVAL_SIZE, rows // SMALL_SHARE))
 
 
 def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
     """(train rows, eval rows) for a dataset spec.
 
-    Without an `evalSplit`, the last `evalSize` rows are held out from training, so a score on the
+    Without an `evalSplit`, the last `eval_size` rows are held out from training, so a score on the
     eval rows is never a score on training prompts.
     """
     if dataset.uri == "builtin:arith":
         train = _read_jsonl(ARITH_DIR / "train.jsonl")
         evaluation = _read_jsonl(ARITH_DIR / "eval.jsonl")
+        size = dataset.eval_size or DEFAULT_EVAL_SIZE
     else:
         train = _load_split(dataset, dataset.split)
+        size = eval_size(dataset, len(train))
         if dataset.eval_split:
             evaluation = _load_split(dataset, dataset.eval_split)
         else:
-            if len(train) <= dataset.eval_size:
-                raise SpecError(
+            if len(train) <= size:
+                raise InputError(
                     "dataset.evalSize",
-                    f"{dataset.eval_size} eval rows leave none of the {len(train)} rows for training",
-                    "lower evalSize or set dataset.evalSplit",
+                    f"{size} eval rows leave none of the {len(train)} rows for training",
+                    "lower it (--eval-size N, or evalSize in the spec; by default a fifth of a small "
+                    "dataset is held out), or set dataset.evalSplit",
                 )
-            train, evaluation = train[: -dataset.eval_size], train[-dataset.eval_size :]
+            train, evaluation = train[:-size], train[-size:]
     train = _normalise(train, dataset)
-    evaluation = _normalise(evaluation, dataset)[: dataset.eval_size]
+    evaluation = _normalise(evaluation, dataset)[:size]
     if dataset.chat_template:
         train, evaluation = _as_conversations(train), _as_conversations(evaluation)
     if not train:
-        raise SpecError("dataset.uri", "the training split is empty", "point it at data with rows")
+        raise InputError("dataset.uri", "the training split is empty", "point it at data with rows")
     return train, evaluation
 
 
@@ -68,10 +85,10 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
             path = Path(uri)
             if path.is_file():
                 if not path.read_bytes()[:4096].strip():
-                    raise SpecError("dataset.uri", f"{path} is empty", "point it at a file with rows")
+                    raise InputError("dataset.uri", f"{path} is empty", "point it at a file with rows")
                 fmt = FILE_FORMATS.get(path.suffix.lower())
                 if fmt is None:
-                    raise SpecError(
+                    raise InputError(
                         "dataset.uri",
                         f"cannot read '{path.suffix}' files",
                         f"use one of {', '.join(FILE_FORMATS)}",
@@ -84,18 +101,18 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
                 else:
                     loaded = datasets.load_dataset(str(path), split=split)
             else:
-                raise SpecError(
+                raise InputError(
                     "dataset.uri",
                     f"no file or directory at {uri}",
                     "use builtin:arith, a path or hf://org/name",
                 )
-    except (SpecError, LayerpilotError):
+    except (InputError, LayerpilotError):
         raise
     except KeyError:
-        raise SpecError("dataset.split", f"no split '{split}' in {uri}", "name an existing split") from None
+        raise InputError("dataset.split", f"no split '{split}' in {uri}", "name an existing split") from None
     except Exception as err:  # datasets raises many types; the user needs the one line
         if Path(uri).is_file():  # a local file datasets cannot parse is the user's input to fix
-            raise SpecError(
+            raise InputError(
                 "dataset.uri",
                 f"cannot read {uri} ({first_line(err)})",
                 "check that it holds rows in its format",
@@ -103,7 +120,7 @@ def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
         raise LayerpilotError(f"could not load dataset {uri}: {first_line(err)}") from err
     rows = [dict(row) for row in loaded]
     if not rows:
-        raise SpecError("dataset.uri", f"{uri} has no rows (split '{split}')", "point it at data with rows")
+        raise InputError("dataset.uri", f"{uri} has no rows (split '{split}')", "point it at data with rows")
     return rows
 
 
@@ -113,7 +130,7 @@ def _normalise(rows: list[Row], dataset: DatasetSpec) -> list[Row]:
     columns = list(rows[0])
     for field, alias in ((dataset.prompt_field, "promptField"), (dataset.answer_field, "answerField")):
         if field not in columns:
-            raise SpecError(
+            raise InputError(
                 f"dataset.{alias}",
                 f"no column '{field}' in {dataset.uri} (columns: {', '.join(columns)})",
                 f"set dataset.{alias} to one of them",
@@ -138,7 +155,7 @@ def _checked_prompt(prompt: Any, number: int, dataset: DatasetSpec) -> Any:
         return prompt
     for message in prompt:
         if not (isinstance(message, dict) and isinstance(message.get("role"), str) and "content" in message):
-            raise SpecError(
+            raise InputError(
                 "dataset.promptField",
                 f"row {number} of {dataset.uri}: column '{dataset.prompt_field}' is a list, but not of "
                 f"chat messages ({str(message)[:60]})",
@@ -156,11 +173,51 @@ def _as_conversations(rows: list[Row]) -> list[Row]:
     ]
 
 
-def check_chat_template(rows: list[Row], tokenizer: Any, uri: str) -> None:
-    """Refuse conversations for a tokenizer that cannot render them."""
-    if any(is_conversation(row["prompt"]) for row in rows) and not getattr(tokenizer, "chat_template", None):
-        raise SpecError(
-            "dataset.chatTemplate",
-            f"the prompts are conversations, but the tokenizer of {uri} has no chat template",
-            "use text prompts (chatTemplate: false) or a model whose tokenizer has a chat template",
+def check_chat_template(
+    rows: list[Row], tokenizer: Any, uri: str, dataset: DatasetSpec | None = None
+) -> None:
+    """Refuse conversations for a tokenizer that cannot render them, naming what made them
+    conversations: `dataset.chatTemplate`, or the prompt column itself."""
+    if not any(is_conversation(row["prompt"]) for row in rows) or getattr(tokenizer, "chat_template", None):
+        return
+    problem = f"the prompts are conversations, but the tokenizer of {uri} has no chat template"
+    if dataset is not None and not dataset.chat_template:
+        raise InputError(
+            "dataset.promptField",
+            f"column '{dataset.prompt_field}' holds chat messages, but the tokenizer of {uri} has no "
+            "chat template",
+            "give text prompts in that column, or use a model whose tokenizer has a chat template",
         )
+    raise InputError(
+        "dataset.chatTemplate",
+        problem,
+        "use text prompts (chatTemplate: false) or a model whose tokenizer has a chat template",
+    )
+
+
+def unreadable_characters(rows: list[Row], tokenizer: Any, uri: str, sample: int = 200) -> str | None:
+    """A warning when the tokenizer maps characters of the prompts to its unknown or padding token:
+    the model cannot read them, and a reward on its answers stays at 0."""
+    lost = {tokenizer.unk_token_id, tokenizer.pad_token_id} - {None}
+    if not lost:
+        return None
+    texts = [_prompt_text(row["prompt"]) for row in rows[:sample]]
+    unread: dict[str, None] = {}
+    for char in sorted(set("".join(texts))):
+        ids = tokenizer(char, add_special_tokens=False)["input_ids"]
+        if not char.isspace() and ids and set(ids) <= lost:
+            unread[char] = None
+    if not unread:
+        return None
+    shown = ", ".join(repr(char) for char in list(unread)[:8])
+    token = tokenizer.unk_token or tokenizer.pad_token
+    return (
+        f"the tokenizer of {uri} maps {len(unread)} characters of the prompts to {token} ({shown}): the "
+        "model cannot read them; use data it covers, or another model"
+    )
+
+
+def _prompt_text(prompt: Any) -> str:
+    if is_conversation(prompt):
+        return "".join(str(message.get("content", "")) for message in prompt)
+    return str(prompt)

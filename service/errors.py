@@ -1,6 +1,7 @@
 """Errors that the entry points turn into one-line messages and exit codes.
 
-`SpecError` is bad input: the message names the field and the fix, and the CLI exits 2.
+`InputError` is bad input — a spec field, a command-line flag or argument, an environment variable,
+a file given as input: the message names it and the fix, and the CLI exits 2.
 `LayerpilotError` is a runtime failure with a message a user can act on; the CLI exits 1.
 `first_line` is the one way an error from a library becomes part of such a message.
 """
@@ -14,10 +15,10 @@ class LayerpilotError(Exception):
     exit_code = 1
 
 
-class SpecError(LayerpilotError):
+class InputError(LayerpilotError):
     """Bad input: names the offending field and says how to fix it.
 
-    >>> str(SpecError("training.batchSize", "must be positive", "use 8"))
+    >>> str(InputError("training.batchSize", "must be positive", "use 8"))
     'training.batchSize: must be positive; use 8'
     """
 
@@ -33,7 +34,7 @@ class SpecError(LayerpilotError):
         super().__init__(message)
 
 
-class UnsupportedArchitectureError(SpecError):
+class UnsupportedArchitectureError(InputError):
     """The model's decoder layer stack could not be located."""
 
 

@@ -140,6 +140,7 @@ def evaluate(
     """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows."""
     model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
     _, eval_rows = load_rows(spec.dataset)
+    check_chat_template(eval_rows, tokenizer, spec.model.uri, spec.dataset)
     funcs, weights = build_rewards(spec.rewards)
     return evaluate_model(
         model,
@@ -150,3 +151,20 @@ def evaluate(
         max_new_tokens=spec.algorithm.max_completion_length,
         progress=progress,
     )
+
+
+EVAL_METRICS: dict[str, str] = {
+    "eval/before": "eval score of the base model",
+    "eval/after": "eval score of base + layer patch",
+    "eval/gain": "eval/after − eval/before",
+    "eval/items": "evaluation items scored",
+}
+"""The metric names an evaluation records (the reference lists them)."""
+
+
+def evaluation_summary(before: float, after: float, items: int) -> dict[str, float]:
+    """
+    >>> evaluation_summary(0.25, 0.5, 300)
+    {'eval/before': 0.25, 'eval/after': 0.5, 'eval/gain': 0.25, 'eval/items': 300}
+    """
+    return {"eval/before": before, "eval/after": after, "eval/gain": after - before, "eval/items": items}

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from service import __version__
-from service.errors import LayerpilotError, SpecError, first_line
+from service.errors import InputError, LayerpilotError, first_line
 from service.files import atomic_write, write_json
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
@@ -196,7 +196,7 @@ def read_patch(patch_dir: Path) -> LayerPatch:
     """Load a patch directory written by `write_patch`."""
     meta_path, tensor_path = patch_dir / PATCH_META, patch_dir / PATCH_TENSORS
     if not meta_path.is_file() or not tensor_path.is_file():
-        raise SpecError(
+        raise InputError(
             "PATCH_DIR",
             f"{patch_dir} holds no layer patch ({PATCH_META} and {PATCH_TENSORS})",
             "pass the --out directory of `layerpilot train`",
@@ -204,21 +204,21 @@ def read_patch(patch_dir: Path) -> LayerPatch:
     try:
         meta = json.loads(meta_path.read_text())
     except (ValueError, UnicodeDecodeError) as error:
-        raise SpecError(
+        raise InputError(
             "PATCH_DIR",
             f"{meta_path} is not valid JSON ({error})",
             "re-create the patch with `layerpilot train`",
         ) from None
     version = meta.get("schemaVersion") if isinstance(meta, dict) else None
     if version != SCHEMA_VERSION:
-        raise SpecError(
+        raise InputError(
             "PATCH_DIR",
             f"patch schema {version} is not {SCHEMA_VERSION}",
             "re-create it with this layerpilot version",
         )
     expected = (meta.get("tensorsBytes"), meta.get("tensorsSha256"))
     if expected != (None, None) and _file_digest(tensor_path) != expected:
-        raise SpecError(
+        raise InputError(
             "PATCH_DIR",
             f"{tensor_path} does not match the size and SHA-256 recorded in {PATCH_META} "
             "(changed or truncated since it was written)",
@@ -228,7 +228,7 @@ def read_patch(patch_dir: Path) -> LayerPatch:
         # safetensors parses a header and raw tensors only: a pickle (or anything else) never runs.
         tensors = load_file(str(tensor_path))
     except Exception as error:
-        raise SpecError(
+        raise InputError(
             "PATCH_DIR",
             f"{tensor_path} is not a safetensors file ({first_line(str(error)) or type(error).__name__})",
             "re-create the patch with `layerpilot train`",
@@ -269,7 +269,7 @@ def check_base(patch: LayerPatch, base_dir: Path) -> None:
     expected = patch.meta.get("base", {}).get("fingerprint")
     actual = fingerprint_model_dir(base_dir)
     if expected != actual:
-        raise SpecError(
+        raise InputError(
             "BASE",
             f"base weights {actual[:19]}… differ from the patch's base {str(expected)[:19]}… "
             f"({patch.meta.get('base', {}).get('uri')})",
@@ -296,7 +296,7 @@ def apply_patch(base_uri: str, patch_dir: Path, out_dir: Path, revision: str | N
     patch = read_patch(patch_dir)
     check_base(patch, resolve_model_dir(model_spec.uri, model_spec.revision))
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise SpecError("OUT", f"{out_dir} is not empty", "choose a new directory; nothing was overwritten")
+        raise InputError("OUT", f"{out_dir} is not empty", "choose a new directory; nothing was overwritten")
     model, tokenizer = load_model_and_tokenizer(model_spec)
     apply_to_model(model, patch)
     # Written beside OUT and renamed into place: a killed apply leaves no half model at OUT.

@@ -118,12 +118,19 @@ def start_server(root: Path, port: int | None = None) -> MlflowServer:
     port = port or free_port()
     mlflow = str(Path(sys.executable).parent / "mlflow")
     args = [
-        mlflow, "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",
-    ]  # fmt: skip
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     return launch(args, f"http://127.0.0.1:{port}", root)
 
 
@@ -138,8 +145,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
 
 
 @pytest.fixture
-def clean_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No tracking variables leak in from the machine or from other tests."""
+def clean_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """No tracking variables leak in from the machine or from other tests, nor out of this one: the
+    request bounds a publish sets for its process (`MLFLOW_HTTP_REQUEST_*`) are put back after it."""
+    bounds = {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_HTTP_")}
     for name in (
         "MLFLOW_TRACKING_URI",
         "MLFLOW_RUN_ID",
@@ -152,6 +161,10 @@ def clean_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "LAYERPILOT_MLFLOW_ATTEMPTS",
         "LAYERPILOT_MLFLOW_BACKOFF_S",
         "LAYERPILOT_MLFLOW_TIMEOUT_S",
+        "LAYERPILOT_PUBLISH_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
-    return monkeypatch
+    yield monkeypatch
+    for name in [name for name in os.environ if name.startswith("MLFLOW_HTTP_")]:
+        del os.environ[name]
+    os.environ.update(bounds)

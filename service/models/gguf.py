@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 
 SUFFIX = ".gguf"
 
@@ -27,7 +27,7 @@ def find_gguf(directory: Path, uri: str) -> Path | None:
     found = sorted(directory.glob(f"*{SUFFIX}"))
     if len(found) > 1:
         names = ", ".join(p.name for p in found[:3])
-        raise SpecError(
+        raise InputError(
             "model.uri", f"'{uri}' holds several GGUF files ({names})", f"name one: model.uri: {found[0]}"
         )
     return found[0].resolve() if found else None
@@ -36,7 +36,7 @@ def find_gguf(directory: Path, uri: str) -> Path | None:
 def pretrained_args(path: Path) -> tuple[str, dict[str, Any]]:
     """What transformers' `from_pretrained` takes to read the GGUF file at `path`."""
     if importlib.util.find_spec("gguf") is None:
-        raise SpecError(
+        raise InputError(
             "model.uri",
             f"reading {path.name} needs the gguf package, which is not installed",
             "pip install 'layerpilot[gguf]'",

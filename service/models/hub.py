@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from service.errors import LayerpilotError, SpecError, first_line
+from service.errors import InputError, LayerpilotError, first_line
 from service.models.gguf import find_gguf, is_gguf
 
 DEMO_MODEL_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
@@ -48,16 +48,16 @@ def _local_model_dir(uri: str) -> Path:
         "set model.uri to a directory saved with save_pretrained, a .gguf file, builtin:demo or hf://org/name"
     )
     if not path.exists():
-        raise SpecError("model.uri", f"'{uri}' does not exist", fix)
+        raise InputError("model.uri", f"'{uri}' does not exist", fix)
     if is_gguf(path):
         return path.resolve()
     if not path.is_dir():
-        raise SpecError("model.uri", f"'{uri}' is a file, not a model directory or a .gguf file", fix)
+        raise InputError("model.uri", f"'{uri}' is a file, not a model directory or a .gguf file", fix)
     if not (path / "config.json").is_file():
         gguf = find_gguf(path, uri)
         if gguf is not None:
             return gguf
-        raise SpecError("model.uri", f"'{uri}' has no config.json, so it is not a transformers model", fix)
+        raise InputError("model.uri", f"'{uri}' has no config.json, so it is not a transformers model", fix)
     return path.resolve()
 
 
@@ -136,24 +136,24 @@ def _snapshot(repo_id: str, revision: str | None, *, with_code: bool) -> Path:
             f"{uri} is gated; accept its licence on huggingface.co and provide a token (HF_TOKEN)"
         ) from None
     except RepositoryNotFoundError:
-        raise SpecError(
+        raise InputError(
             "model.uri",
             f"{uri} does not exist on the Hub or is private",
             "check the id, or provide a token (HF_TOKEN) that can read it",
         ) from None
     except RevisionNotFoundError:
-        raise SpecError(
+        raise InputError(
             "model.revision", f"{uri} has no revision '{revision}'", "use a branch, tag or commit of the repo"
         ) from None
     except HFValidationError as error:
-        raise SpecError(
+        raise InputError(
             "model.uri", f"'{uri}' is not a valid Hub id ({first_line(error)})", "write hf://org/name"
         ) from None
     except (HfHubHTTPError, OSError) as error:
         raise LayerpilotError(f"could not download {uri}{at}: {first_line(error)}") from None
     path = Path(folder)
     if not (path / "config.json").is_file():
-        raise SpecError(
+        raise InputError(
             "model.uri",
             f"{uri}{at} has no config.json, so it is not a transformers model",
             "use a causal LM repo",

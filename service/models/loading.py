@@ -22,7 +22,7 @@ from transformers import (
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from service.errors import LayerpilotError, SpecError, UnsupportedArchitectureError, first_line
+from service.errors import InputError, LayerpilotError, UnsupportedArchitectureError, first_line
 from service.models.gguf import as_plain_model, is_gguf, pretrained_args
 from service.models.hub import resolve_model_dir
 from service.spec.models import ModelSpec
@@ -32,9 +32,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise SpecError("model.uri", f"cannot read {path / 'config.json'}: {first_line(error)}") from None
+        raise InputError("model.uri", f"cannot read {path / 'config.json'}: {first_line(error)}") from None
     if not isinstance(raw, dict):
-        raise SpecError("model.uri", f"{path / 'config.json'} is not a JSON object")
+        raise InputError("model.uri", f"{path / 'config.json'} is not a JSON object")
     return raw
 
 
@@ -51,7 +51,7 @@ def _check_code_source(uri: str, config: dict[str, Any], trust_remote_code: bool
     if auto_map and not native and not trust_remote_code:
         entry = auto_map.get("AutoModelForCausalLM") if isinstance(auto_map, dict) else None
         code = f" ({entry})" if entry else ""
-        raise SpecError(
+        raise InputError(
             "model.trustRemoteCode",
             f"{uri} (model_type '{model_type}') needs its own Python code{code} to load, and running it "
             "is off",
@@ -90,7 +90,7 @@ def load_model_and_tokenizer(
     path = _checked_model_dir(model)
     gguf = is_gguf(path)
     if not gguf and not any(next(path.glob(p), None) for p in ("*.safetensors", "*.bin", "*.pt", "*.pth")):
-        raise SpecError(
+        raise InputError(
             "model.uri",
             f"{model.uri} has a config.json but no weights ({path})",
             "point model.uri at a directory written by save_pretrained, weights included",
@@ -108,7 +108,7 @@ def load_model_and_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust, **extra)
     except ValueError as error:
         if _is_remote_code_refusal(error):
-            raise SpecError(
+            raise InputError(
                 "model.trustRemoteCode",
                 f"{model.uri} needs its own Python code to load, and running it is off",
                 "read that code, then set model.trustRemoteCode: true if you trust it",

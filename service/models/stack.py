@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from service.errors import LayerpilotError, SpecError, UnsupportedArchitectureError
+from service.errors import InputError, LayerpilotError, UnsupportedArchitectureError
 from service.models.loading import load_empty_model
 from service.spec.indices import check_layer_indices
 from service.spec.models import ModelSpec
@@ -172,7 +172,7 @@ def find_decoder_layers(model: torch.nn.Module, layers_path: str | None = None) 
                 if candidates
                 else "name the torch.nn.ModuleList that holds the decoder layers"
             )
-            raise SpecError("model.layersPath", f"'{layers_path}' {what} in {class_name}", fix)
+            raise InputError("model.layersPath", f"'{layers_path}' {what} in {class_name}", fix)
         return LayerStack(path=path, layers=found, model_type=model_type)
 
     known = LAYER_PATHS.get(model_type)

@@ -14,21 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.stack import inspect_stack
 from service.probe.intervals import METHOD, Interval, overlap, paired_intervals
 from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
 from service.probe.report import LayerScore, ProbeReport, rank_layers
 from service.probe.selection import select_layers
-from service.probe.units import (
-    PARTIALS,
-    Unit,
-    candidate_layers,
-    read_partial,
-    seed_units,
-    unit_seed,
-    units_for,
-)
+from service.probe.units import BASE, FULL, PARTIALS, Unit, candidate_layers, read_partial, units_for
 from service.progress import SILENT, Progress
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec, ProbeMode
@@ -53,7 +45,7 @@ def run_exact(
     progress.start("probe", len(units))
     if board.done:
         progress.note(f"probe: reusing {board.done} finished units from {out_dir / PARTIALS}")
-    with UnitRunner(spec, out_dir, workers, keep_runs, board) as runner:
+    with UnitRunner(spec, out_dir, workers=workers, keep_runs=keep_runs, board=board) as runner:
         runner.run(todo)
     report = merge_partials(out_dir, spec)
     report.elapsed_seconds = time.perf_counter() - started
@@ -65,21 +57,22 @@ def merge_partials(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> Pr
     """One exact-mode report from the partial results under `out_dir/partials` (any order, any host)."""
     by_unit = load_records(out_dir, spec)
     candidates = [int(i) for i in next(iter(by_unit.values()))["candidates"]]
-    seeds = spec.probe.seeds if spec is not None else 1 + max(unit_seed(u) for u in by_unit)
-    missing = [u for u in units_for(candidates, seeds) if u not in by_unit]
+    seeds = spec.probe.seeds if spec is not None else 1 + max(Unit.parse(u).seed for u in by_unit)
+    missing = [str(u) for u in units_for(candidates, seeds) if str(u) not in by_unit]
     if missing:
-        raise SpecError(
+        raise InputError(
             "PROBE_DIR",
             f"units {', '.join(missing)} have no result in {out_dir / PARTIALS}",
             "run them with `layerpilot probe SPEC --layer-index UNIT --out DIR`",
         )
-    units = ["base", "full", *map(str, candidates)]
-    return build_report({u: combine_seeds(by_unit, u, seeds) for u in units}, spec, ProbeMode.exact)
+    units = [BASE, FULL, *map(Unit.of, candidates)]
+    return build_report({str(u): combine_seeds(by_unit, u, seeds) for u in units}, spec, ProbeMode.exact)
 
 
-def combine_seeds(by_unit: dict[Unit, dict[str, Any]], unit: Unit, seeds: int) -> dict[str, Any]:
-    """`unit`'s record over its seeds: mean score and deltas, summed seconds, item scores per seed."""
-    runs = [by_unit[u] for u in seed_units(unit, 1 if unit == "base" else seeds)]
+def combine_seeds(by_unit: dict[str, dict[str, Any]], unit: Unit, seeds: int) -> dict[str, Any]:
+    """`unit`'s partial results over its seeds (`by_unit` by written unit): mean score and deltas,
+    summed seconds, item scores per seed."""
+    runs = [by_unit[str(u)] for u in unit.seeds(1 if unit == BASE else seeds)]
     if len(runs) == 1:
         return runs[0]
     items = [r.get("itemScores") for r in runs]
@@ -95,21 +88,21 @@ def combine_seeds(by_unit: dict[Unit, dict[str, Any]], unit: Unit, seeds: int) -
     }
 
 
-def load_records(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> dict[Unit, dict[str, Any]]:
-    """The partial results under `out_dir/partials` by unit: of `spec`'s probe settings when given,
-    else of the one probe they all share."""
+def load_records(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> dict[str, dict[str, Any]]:
+    """The partial results under `out_dir/partials` by written unit (`3@5#1`): of `spec`'s probe
+    settings when given, else of the one probe they all share."""
     found = sorted((out_dir / PARTIALS).glob("*.json")) if (out_dir / PARTIALS).is_dir() else []
     records = [json.loads(p.read_text()) for p in found]
     if spec is not None:
         probe_hash = fingerprint(spec, "probe")
         records = [r for r in records if r.get("probeFingerprint") == probe_hash]
     if not records:
-        raise SpecError(
+        raise InputError(
             "PROBE_DIR", f"no probe partial results in {out_dir / PARTIALS}", "run the probe units first"
         )
     fingerprints = {r["probeFingerprint"] for r in records}
     if len(fingerprints) > 1:
-        raise SpecError(
+        raise InputError(
             "PROBE_DIR",
             f"{out_dir / PARTIALS} mixes results of {len(fingerprints)} different probe settings",
             "use one directory per probe spec",
@@ -118,7 +111,7 @@ def load_records(out_dir: Path, spec: LayerAdaptationSpec | None = None) -> dict
 
 
 def build_report(
-    by_unit: dict[Unit, dict[str, Any]],
+    by_unit: dict[str, dict[str, Any]],
     spec: LayerAdaptationSpec | None,
     mode: ProbeMode,
     ranks: dict[int, int] | None = None,
@@ -190,8 +183,10 @@ def build_report(
             "evalItems": num_items,
             "fullGain": round(gain, 6),
             "minDetectableGain": round(threshold, 6),
-            "unitSeconds": {u: by_unit[u]["seconds"] for u in units_for(candidates)},
-            "exactCostSeconds": round(sum(float(by_unit[u]["seconds"]) for u in units_for(candidates)), 2),
+            "unitSeconds": {str(u): by_unit[str(u)]["seconds"] for u in units_for(candidates)},
+            "exactCostSeconds": round(
+                sum(float(by_unit[str(u)]["seconds"]) for u in units_for(candidates)), 2
+            ),
             **extra,
         },
     )

@@ -22,20 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.stack import inspect_stack
 from service.probe.exact import build_report, combine_seeds, load_records
 from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
 from service.probe.report import ProbeReport, rank_layers
 from service.probe.units import (
+    BASE,
+    FULL,
     PARTIALS,
     Unit,
     candidate_layers,
     drop_weights,
     read_partial,
     run_path,
-    rung_unit,
-    seed_units,
     units_for,
 )
 from service.progress import SILENT, Progress
@@ -96,13 +96,13 @@ def _walk(
     reached: dict[int, tuple[int, dict[str, Any]]] = {}
     survivors, seeds, done = list(candidates), spec.probe.seeds, 0
     for r, rung in enumerate(plan):
-        units = {i: rung_unit(i, rung.steps, spec.probe.steps) for i in survivors}
-        found = {u: result(u) for i in survivors for u in seed_units(units[i], seeds)}
+        units = {i: Unit.of(i, stop=rung.steps, probe_steps=spec.probe.steps) for i in survivors}
+        found = {u: result(u) for i in survivors for u in units[i].seeds(seeds)}
         todo = [unit for unit, record in found.items() if record is None]
         done += len(found) - len(todo)
         if todo:
             return _Walk(reached, survivors, todo, done)
-        records = cast(dict[Unit, dict[str, Any]], found)
+        records = cast(dict[str, dict[str, Any]], {str(u): record for u, record in found.items()})
         reached.update({i: (r, combine_seeds(records, units[i], seeds)) for i in survivors})
         if r + 1 < len(plan):
             ranks = rank_layers({i: float(reached[i][1]["score"]) for i in survivors}, num_layers)
@@ -131,14 +131,14 @@ def run_halving(
     progress.start("probe", total)
     progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in plan))
     workers = parallel if parallel is not None else default_parallelism(len(candidates) + 2)
-    with UnitRunner(spec, out_dir, workers, keep_runs, board) as runner:
+    with UnitRunner(spec, out_dir, workers=workers, keep_runs=keep_runs, board=board) as runner:
         while True:
             walk = _walk(spec, plan, candidates, num_layers, lambda u: read_partial(out_dir, u, probe_hash))
             ends = [u for u in shared if read_partial(out_dir, u, probe_hash) is None]
             board.done = walk.done + len(shared) - len(ends)
             if not keep_runs:  # a layer cut from the race needs its checkpoints no more
                 for layer in set(walk.reached) - set(walk.survivors):
-                    for unit in seed_units(str(layer), spec.probe.seeds):
+                    for unit in Unit.of(layer).seeds(spec.probe.seeds):
                         drop_weights(run_path(out_dir, unit))
             if not ends + walk.todo:
                 break
@@ -156,13 +156,13 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
     num_layers, steps = int(first["numLayers"]), spec.probe.steps
     candidates = [int(i) for i in first["candidates"]]
     plan = halving_plan(len(candidates), steps, finalists_for(spec), spec.probe.rungs)
-    walk = _walk(spec, plan, candidates, num_layers, by_unit.get)
+    walk = _walk(spec, plan, candidates, num_layers, lambda unit: by_unit.get(str(unit)))
     seeds = spec.probe.seeds
-    missing = [u for u in units_for([], seeds) if u not in by_unit] + walk.todo
+    missing = [u for u in units_for([], seeds) if str(u) not in by_unit] + walk.todo
     if missing:
-        raise SpecError(
+        raise InputError(
             "PROBE_DIR",
-            f"units {', '.join(missing)} have no result in {out_dir / PARTIALS}",
+            f"units {', '.join(map(str, missing))} have no result in {out_dir / PARTIALS}",
             "run the halving probe again with the same --out: it continues where it stopped",
         )
     last = {i: record for i, (_, record) in walk.reached.items()}
@@ -170,13 +170,14 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
     for i, (r, record) in walk.reached.items():
         by_rung.setdefault(r, {})[i] = float(record["score"])
     order = [  # finalists first, then each earlier rung's layers
-        i for r in sorted(by_rung, reverse=True)
+        i
+        for r in sorted(by_rung, reverse=True)
         for i in sorted(by_rung[r], key=rank_layers(by_rung[r], num_layers).__getitem__)
-    ]  # fmt: skip
+    ]
     report = build_report(
         {
-            "base": by_unit["base"],
-            "full": combine_seeds(by_unit, "full", seeds),
+            str(BASE): by_unit[str(BASE)],
+            str(FULL): combine_seeds(by_unit, FULL, seeds),
             **{str(i): r for i, r in last.items()},
         },
         spec,
@@ -196,13 +197,13 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
         unit
         for i, (top, _) in walk.reached.items()
         for r in range(top + 1)
-        for unit in seed_units(rung_unit(i, plan[r].steps, steps), seeds)
+        for unit in Unit.of(i, stop=plan[r].steps, probe_steps=steps).seeds(seeds)
     ]
     layer_steps = sum(
         rung.layers * (rung.steps - (plan[r - 1].steps if r else 0)) for r, rung in enumerate(plan)
     )
     report.extra.pop("exactCostSeconds", None)
-    report.extra["unitSeconds"] = {u: by_unit[u]["seconds"] for u in used}
+    report.extra["unitSeconds"] = {str(u): by_unit[str(u)]["seconds"] for u in used}
     report.extra["halving"] = {
         "rungs": [
             {"steps": rung.steps, "layers": sorted(i for i, (r, _) in walk.reached.items() if r >= n)}
@@ -210,6 +211,6 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
         ],
         "layerSteps": layer_steps * seeds,
         "exactLayerSteps": len(candidates) * steps * seeds,
-        "costSeconds": round(sum(float(by_unit[u]["seconds"]) for u in used), 2),
+        "costSeconds": round(sum(float(by_unit[str(u)]["seconds"]) for u in used), 2),
     }
     return report

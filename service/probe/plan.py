@@ -15,7 +15,7 @@ import re
 from enum import StrEnum
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.probe.report import ProbeReport
 
 
@@ -42,7 +42,7 @@ def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
     """The selected layers of `report` in format `fmt`, as a mapping ready to dump as YAML or JSON."""
     layers = sorted(report.selected)
     if not layers:
-        raise SpecError(
+        raise InputError(
             "REPORT", "the report selects no layers", "re-run `layerpilot probe` with a selection"
         )
     path = report.layers_path
@@ -60,7 +60,7 @@ def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
         elif layers == list(range(count)):
             trainable = -count
         else:
-            raise SpecError(
+            raise InputError(
                 "--format",
                 f"LLaMA-Factory freeze tuning trains only the first or last N layers, and layers {layers} "
                 "are neither",
@@ -73,4 +73,4 @@ def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
         }
     if fmt == PlanFormat.regex.value:
         return {"regex": layers_regex(path, layers)}
-    raise SpecError("--format", f"'{fmt}' is not an export format", f"use one of {', '.join(PlanFormat)}")
+    raise InputError("--format", f"'{fmt}' is not an export format", f"use one of {', '.join(PlanFormat)}")

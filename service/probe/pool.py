@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from service.errors import LayerpilotError, first_line
-from service.probe.units import PARTIALS, Unit, run_unit, unit_label
+from service.probe.units import PARTIALS, Unit, run_unit
 from service.progress import Phase, Progress
 from service.spec.loading import parse_spec
 from service.spec.models import LayerAdaptationSpec
@@ -37,13 +37,11 @@ class UnitStatus:
 
     def start(self, phase: Phase, total: int | None = None) -> None:
         self.totals[phase] = total
-        self.send(self.unit, f"{unit_label(self.unit)} {phase}")
+        self.send(self.unit, f"{self.unit.label} {phase}")
 
     def update(self, phase: Phase, done: int, info: str = "") -> None:
         total = self.totals.get(phase)
-        text = (
-            f"{unit_label(self.unit)} {phase} {done}/{total}" if total else f"{unit_label(self.unit)} {phase}"
-        )
+        text = f"{self.unit.label} {phase} {done}/{total}" if total else f"{self.unit.label} {phase}"
         self.send(self.unit, f"{text} {info}".rstrip())
 
     def note(self, message: str) -> None:
@@ -71,7 +69,7 @@ class ProbeBoard:
         self.running.pop(unit, None)
         self.done += 1
         self.progress.note(
-            f"probe [{self.done}/{self.total}] {unit_label(unit)}: score {float(record['score']):.4f} "
+            f"probe [{self.done}/{self.total}] {unit.label}: score {float(record['score']):.4f} "
             f"({float(record['seconds']):.0f}s)"
         )
         self._show()
@@ -93,7 +91,7 @@ def _init_worker(threads: int, status: Any) -> None:
 
 
 def _run_unit_in_worker(
-    spec_json: dict[str, Any], unit: Unit, out_dir: str, keep_runs: bool
+    spec_json: dict[str, Any], unit: Unit, out_dir: str, *, keep_runs: bool
 ) -> dict[str, Any]:
     status = UnitStatus(unit, lambda u, text: _worker_status.put((u, text)))
     return run_unit(parse_spec(spec_json), unit, Path(out_dir), keep_runs=keep_runs, progress=status)
@@ -119,27 +117,37 @@ class UnitRunner:
     error names every failed unit of the batch."""
 
     def __init__(
-        self, spec: LayerAdaptationSpec, out_dir: Path, workers: int, keep_runs: bool, board: ProbeBoard
+        self, spec: LayerAdaptationSpec, out_dir: Path, *, workers: int, keep_runs: bool, board: ProbeBoard
     ) -> None:
-        self.spec, self.out_dir, self.workers, self.keep_runs, self.board = (
-            spec, out_dir, workers, keep_runs, board
-        )  # fmt: skip
+        self.spec = spec
+        self.out_dir = out_dir
+        self.workers = workers
+        self.keep_runs = keep_runs
+        self.board = board
         self.pool: ProcessPoolExecutor | None = None
         self.status: Any = None
+        self._threads_before: int | None = None
 
     def __enter__(self) -> UnitRunner:
+        # Every unit gets its share of the cores, in a worker or in this process alike: torch's own
+        # default counts the machine's cores, not the ones this process may use, and oversubscribes
+        # a shared machine (a 3 s unit took 115 s).
+        threads = max(1, available_cores() // self.workers)
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
             self.status = context.Queue()
-            threads = max(1, available_cores() // self.workers)
             self.pool = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=_init_worker, initargs=(threads, self.status)
             )
+        self._threads_before = torch.get_num_threads()
+        torch.set_num_threads(threads)  # units that run here (a batch of one, or no pool)
         return self
 
     def __exit__(self, *_: object) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
 
     def run(self, todo: list[Unit]) -> None:
         if self.pool is not None and len(todo) > 1:
@@ -147,7 +155,7 @@ class UnitRunner:
         else:
             failures = {}
             for unit in todo:
-                self.board.status(unit, unit_label(unit))
+                self.board.status(unit, unit.label)
                 progress = UnitStatus(unit, self.board.status)
                 record = run_unit(self.spec, unit, self.out_dir, keep_runs=self.keep_runs, progress=progress)
                 self.board.finished(unit, record)
@@ -164,7 +172,9 @@ class UnitRunner:
         spec_json = self.spec.model_dump(mode="json", by_alias=True)
         failures: dict[Unit, str] = {}
         pending: dict[Future[dict[str, Any]], Unit] = {
-            self.pool.submit(_run_unit_in_worker, spec_json, u, str(self.out_dir), self.keep_runs): u
+            self.pool.submit(
+                _run_unit_in_worker, spec_json, u, str(self.out_dir), keep_runs=self.keep_runs
+            ): u
             for u in todo
         }
         while pending:

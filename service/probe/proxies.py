@@ -99,7 +99,7 @@ def gradient_scores(
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
-    check_chat_template(train_rows, tokenizer, spec.model.uri)
+    check_chat_template(train_rows, tokenizer, spec.model.uri, spec.dataset)
     stack = find_decoder_layers(model, spec.model.layers_path)
     chosen = list(range(len(stack))) if candidates is None else sorted(candidates)
     names = freeze_except(model, stack, chosen)

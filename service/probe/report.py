@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.files import atomic_write, write_json
 from service.spec.models import ProbeMode
 
@@ -35,7 +35,6 @@ REPORT_FIELDS: dict[str, str] = {
     "selected": "the layers the spec's selection rule picks, sorted",
     "strategy": "the selection rule that picked them",
     "elapsedSeconds": "wall time of the probe",
-    "mlflowRunId": "the probe's MLflow run, or null",
     "layersPath": "where the decoder layers are in the model (`model.layers`)",
     "notes": "what a reader must know, e.g. a full-model gain too small to compute C(k)",
     "probeSteps": "exact, halving: RL steps of every probe run",
@@ -46,7 +45,6 @@ REPORT_FIELDS: dict[str, str] = {
     "minDetectableGain": "exact, halving: two standard errors of a score on `evalItems` items",
     "unitSeconds": "exact, halving: wall time of each unit (`base`, `full`, layer index, `K@S` rung)",
     "exactCostSeconds": "exact: the units' wall times summed (the probe's compute)",
-    "unitRunsLogged": "exact, halving: whether each unit has its own MLflow child run",
     "candidates": "proxy modes: the layers scored",
     "exactCostEstimateSeconds": "gradient: estimated RL time of an exact probe of the same layers",
     "rolloutStepSeconds": "gradient: measured time of one rollout-and-gradient batch",
@@ -72,6 +70,22 @@ LAYER_FIELDS: dict[str, str] = {
     "contributionInterval": "exact, halving: 95 % interval of C(k), [low, high] (null without C(k))",
 }
 """Every field of an entry of `layers`."""
+
+
+_CORE_FIELDS = (
+    "schemaVersion",
+    "model",
+    "numLayers",
+    "mode",
+    "baselineScore",
+    "fullScore",
+    "layers",
+    "selected",
+    "strategy",
+    "elapsedSeconds",
+    "layersPath",
+    "notes",
+)  # what `ProbeReport.to_json` writes itself; the mode's own fields come from `extra`
 
 
 @dataclass
@@ -113,7 +127,6 @@ class ProbeReport:
     baseline_score: float | None = None
     full_score: float | None = None
     elapsed_seconds: float = 0.0
-    mlflow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -134,7 +147,6 @@ class ProbeReport:
             "selected": list(self.selected),
             "strategy": self.strategy,
             "elapsedSeconds": round(self.elapsed_seconds, 2),
-            "mlflowRunId": self.mlflow_run_id,
             "layersPath": self.layers_path,
             "notes": list(self.notes),
         }
@@ -143,10 +155,9 @@ class ProbeReport:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProbeReport:
-        known = {
-            "schemaVersion", "model", "numLayers", "mode", "baselineScore", "fullScore", "layers",
-            "selected", "strategy", "elapsedSeconds", "mlflowRunId", "layersPath", "notes",
-        }  # fmt: skip
+        # What to_json writes itself; the rest is `extra`. Reports written before the work directory
+        # was the record named their MLflow run: MLflow's side is in published.json now.
+        known = set(_CORE_FIELDS) | {"mlflowRunId", "unitRunsLogged"}
         layers = [
             LayerScore(
                 index=int(item["index"]),
@@ -171,7 +182,6 @@ class ProbeReport:
             baseline_score=data.get("baselineScore"),
             full_score=data.get("fullScore"),
             elapsed_seconds=float(data.get("elapsedSeconds") or 0.0),
-            mlflow_run_id=data.get("mlflowRunId"),
             notes=list(data.get("notes") or []),
             extra={k: v for k, v in data.items() if k not in known},
         )
@@ -193,13 +203,13 @@ def read_report(path: Path, field_name: str = "REPORT") -> ProbeReport:
         data = json.loads(path.read_text())
         return ProbeReport.from_json(data)
     except FileNotFoundError:
-        raise SpecError(
+        raise InputError(
             field_name, f"no file at {path}", f"pass a {REPORT_JSON} from `layerpilot probe`"
         ) from None
     except json.JSONDecodeError as error:
-        raise SpecError(field_name, f"{path} is not JSON ({error.msg})", f"pass a {REPORT_JSON}") from None
+        raise InputError(field_name, f"{path} is not JSON ({error.msg})", f"pass a {REPORT_JSON}") from None
     except (KeyError, TypeError, ValueError) as error:
-        raise SpecError(
+        raise InputError(
             field_name, f"{path} is not a probe report (missing {error})", "re-run `layerpilot probe`"
         ) from None
 

@@ -3,19 +3,22 @@
 Exact mode runs the research protocol (`service.probe.exact`), `halving` the same runs by
 successive halving (`service.probe.halving`); `gradient` and `spectrum` are fast proxies
 (`service.probe.proxies`). Whatever the mode, the result is a `ProbeReport` written as
-`probe_report.json` and `probe_report.png` in the probe directory.
+`probe_report.json` and `probe_report.png` in the probe directory, and recorded in the probe's
+record when there is one (`service.probe.recorded`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.probe.exact import run_exact
 from service.probe.halving import run_halving
 from service.probe.proxies import run_proxy
+from service.probe.recorded import record_probe
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
 from service.progress import SILENT, Progress
+from service.record import Record
 from service.spec.models import LayerAdaptationSpec, ProbeMode
 
 
@@ -27,10 +30,10 @@ def run_probe(
     parallel: int | None = None,
     keep_runs: bool = False,
     progress: Progress = SILENT,
-    write: bool = True,
+    record: Record | None = None,
 ) -> ProbeReport:
-    """Probe in the spec's mode (or `mode`), select layers, and write probe_report.json and .png
-    (unless `write` is false: a caller that adds the MLflow run id writes it once, afterwards)."""
+    """Probe in the spec's mode (or `mode`), select layers, write probe_report.json and .png, and
+    record the answer in `record` (the probe directory's record)."""
     mode = mode or spec.probe.mode
     check_probe_dir(out_dir, spec)
     if mode == ProbeMode.exact.value:
@@ -40,9 +43,12 @@ def run_probe(
     elif mode in (ProbeMode.gradient.value, ProbeMode.spectrum.value):
         report = run_proxy(spec, mode, progress=progress)
     else:
-        raise SpecError("--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient or spectrum")
-    if write:
-        report.write(out_dir)
+        raise InputError(
+            "--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient or spectrum"
+        )
+    report.write(out_dir)
+    if record is not None:
+        record_probe(record, report, out_dir)
     return report
 
 
@@ -52,10 +58,10 @@ def check_probe_dir(out_dir: Path, spec: LayerAdaptationSpec) -> None:
         return
     try:
         previous = read_report(out_dir / REPORT_JSON, "--out").model
-    except SpecError:
+    except InputError:
         return  # not a report we can read: nothing of ours to protect
     if previous != spec.model.uri:
-        raise SpecError(
+        raise InputError(
             "--out",
             f"{out_dir} holds a probe of {previous}, not of {spec.model.uri}",
             "choose another --out directory (or remove the old probe)",

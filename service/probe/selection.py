@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.stack import inspect_stack
 from service.probe.report import ProbeReport, read_report
 from service.spec.indices import check_layer_indices
@@ -41,7 +41,7 @@ def select_layers(selection: SelectionSpec, report: ProbeReport) -> list[int]:
     num_layers = report.num_layers
     if selection.strategy == Strategy.top_k.value:
         if selection.k > len(report.layers):
-            raise SpecError(
+            raise InputError(
                 "selection.k",
                 f"top-{selection.k} needs {selection.k} probed layers; the probe scored {len(report.layers)}",
                 f"use k <= {len(report.layers)} or probe more layers",
@@ -56,14 +56,14 @@ def layers_from_report(report_path: Path, model_uri: str | None = None) -> list[
     """The `selected` layers of a probe_report.json (of `model_uri`, when given)."""
     report = read_report(report_path, "--from-probe")
     if model_uri is not None and report.model != model_uri:
-        raise SpecError(
+        raise InputError(
             "--from-probe",
             f"{report_path} is a probe of {report.model}, not of {model_uri}",
             "probe this model first, or pass --layers",
         )
     selected = report.selected
     if not selected:
-        raise SpecError("--from-probe", f"{report_path} has no selected layers", "re-run `layerpilot probe`")
+        raise InputError("--from-probe", f"{report_path} has no selected layers", "re-run `layerpilot probe`")
     return selected
 
 
@@ -76,7 +76,7 @@ def layers_for_training(
 ) -> list[int]:
     """The layers a `train` run uses: explicit > probe report > the spec's selection rule."""
     if layers is not None and probe_report is not None:
-        raise SpecError("--layers", "given together with --from-probe", "pass only one of them")
+        raise InputError("--layers", "given together with --from-probe", "pass only one of them")
     count = num_layers if num_layers is not None else len(inspect_stack(spec.model))
     if layers is not None:
         return check_layer_indices(layers, count, field="--layers")
@@ -88,7 +88,7 @@ def layers_for_training(
     if selection.strategy == Strategy.manual.value:
         return check_layer_indices(list(selection.layers or []), count, field="selection.layers")
     if selection.strategy == Strategy.top_k.value:
-        raise SpecError(
+        raise InputError(
             "selection.strategy",
             "top-k needs a probe report to rank layers",
             "pass --layers, --from-probe REPORT, or use strategy manual/mid-k",

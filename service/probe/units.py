@@ -7,27 +7,32 @@ training unit also runs as `U#1` … `U#N-1`, with `training.seed` + J (`base`, 
 
 Every unit writes `partials/<unit>.json` under the probe directory and is identified by the probe
 hash of its spec (`service.spec.fingerprint`), so a finished unit is never run twice and a unit
-never resumes a run left by other settings. Units run in a local process pool (`service.probe.exact`)
-or one per Kubernetes pod (`--layer-index`).
+never resumes a run left by other settings. It also keeps a record (`service.record`) in its run
+directory, `runs/<layer>`: one child run of the probe per layer and seed, whose halving rungs
+continue it. Units run in a local process pool (`service.probe.pool`) or one per Kubernetes pod
+(`--layer-index`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.evaluation import evaluate
 from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
 from service.patch import PATCH_TENSORS
 from service.progress import SILENT, Progress
 from service.ranks import is_main, main_first
+from service.record import Record
 from service.spec.fingerprint import fingerprint
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
@@ -36,7 +41,79 @@ from service.training.trainer import train
 
 PARTIALS = "partials"
 RUNS = "runs"
-Unit = str  # "base", "full", a layer index as text, "K@S" (layer K to step S); "#J" for seed + J
+_UNIT = re.compile(r"^(base|full|\d+)(?:@(\d+))?(?:#(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One probe unit: `base`, `full` or a layer index (`what`), trained to step `stop` of the
+    probe's schedule (a halving rung; None: the whole `probe.steps`), with `training.seed` + `seed`.
+
+    Written `K@S#J` (`3`, `full#1`, `3@5`, `3@5#1`): in partial results, `--layer-index` and the
+    report's `unitSeconds`.
+
+    >>> unit = Unit.parse("3@5#1")
+    >>> unit.layer, unit.stop, unit.seed, str(unit), unit.label
+    (3, 5, 1, '3@5#1', 'layer 3 to step 5 (seed +1)')
+    >>> str(Unit.of(3, stop=20, probe_steps=20)), Unit.parse("full#2").label, str(Unit.parse("base"))
+    ('3', 'full (seed +2)', 'base')
+    """
+
+    what: str
+    stop: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Unit:
+        """A unit from its written form; ValueError when it is not one."""
+        found = _UNIT.match(text.strip().lower())
+        if found is None:
+            raise ValueError(f"'{text}' is not a probe unit")
+        what, stop, seed = found.groups()
+        return cls(str(int(what)) if what.isdigit() else what, int(stop) if stop else None, int(seed or 0))
+
+    @classmethod
+    def of(cls, layer: int, *, stop: int | None = None, probe_steps: int | None = None) -> Unit:
+        """Layer `layer` trained to `stop` of the probe's schedule: its exact unit at the full length."""
+        whole = stop is None or (probe_steps is not None and stop >= probe_steps)
+        return cls(str(layer), None if whole else stop)
+
+    def __str__(self) -> str:
+        return self.what + (f"@{self.stop}" if self.stop else "") + (f"#{self.seed}" if self.seed else "")
+
+    @property
+    def layer(self) -> int | None:
+        return int(self.what) if self.what.isdigit() else None
+
+    @property
+    def label(self) -> str:
+        """How a unit is named in progress and logs."""
+        seed = f" (seed +{self.seed})" if self.seed else ""
+        if self.layer is None:
+            return self.what + seed
+        return f"layer {self.layer}" + (f" to step {self.stop}" if self.stop else "") + seed
+
+    @property
+    def stem(self) -> str:
+        """`layer-3-step-5-seed-1` for `3@5#1` (`base`, `full`, `layer-3`): its file names."""
+        name = self.what if self.layer is None else f"layer-{self.layer}"
+        name += f"-step-{self.stop}" if self.stop else ""
+        return name + (f"-seed-{self.seed}" if self.seed else "")
+
+    def with_seed(self, seed: int) -> Unit:
+        return replace(self, seed=seed)
+
+    def seeds(self, count: int) -> list[Unit]:
+        """This unit run with each of `count` seeds (the first is the spec's own `training.seed`)."""
+        return [self.with_seed(j) for j in range(count)]
+
+    @property
+    def run(self) -> Unit:
+        """The run this unit continues: its layer (or `full`, `base`) and seed, at any rung."""
+        return replace(self, stop=None)
+
+
+BASE, FULL = Unit("base"), Unit("full")
 
 
 def candidate_layers(spec: LayerAdaptationSpec, num_layers: int) -> list[int]:
@@ -52,26 +129,27 @@ def parse_unit(text: str, candidates: Sequence[int], seeds: int = 1) -> Unit:
     `job` picks the unit from `JOB_COMPLETION_INDEX`, so the pods of one Kubernetes Indexed Job with
     `completions = len(units)` share a command line and each runs its own unit.
 
-    >>> parse_unit("full", [0, 1]), parse_unit("1", [0, 1]), parse_unit("1#2", [0, 1], seeds=3)
-    ('full', '1', '1#2')
+    >>> [str(parse_unit(text, [0, 1], seeds=3)) for text in ("full", "1", "1#2")]
+    ['full', '1', '1#2']
     """
-    value = text.strip().lower()
-    if value == "job":
-        units = units_for(candidates, seeds)
+    units = units_for(candidates, seeds)
+    if text.strip().lower() == "job":
         index = os.environ.get("JOB_COMPLETION_INDEX", "")
         if not index.isdigit() or int(index) >= len(units):
-            raise SpecError(
+            raise InputError(
                 "--layer-index",
                 f"job needs JOB_COMPLETION_INDEX in 0..{len(units) - 1}, got '{index}'",
                 "run it in an Indexed Job, or name the unit",
             )
         return units[int(index)]
-    if value in units_for(candidates, seeds):
-        return value
-    if value.isdigit() and int(value) in candidates:
-        return str(int(value))
+    try:
+        unit = Unit.parse(text)
+    except ValueError:
+        unit = None
+    if unit is not None and unit in units:
+        return unit
     more = f", with #1…#{seeds - 1} for the other seeds" if seeds > 1 else ""
-    raise SpecError(
+    raise InputError(
         "--layer-index",
         f"'{text}' is not a probe unit",
         f"use base, full, job or a candidate layer ({', '.join(map(str, candidates))}){more}",
@@ -81,61 +159,21 @@ def parse_unit(text: str, candidates: Sequence[int], seeds: int = 1) -> Unit:
 def units_for(candidates: Sequence[int], seeds: int = 1) -> list[Unit]:
     """All units of an exact probe, longest first (so a pool finishes sooner).
 
-    >>> units_for([0, 1]), units_for([3], seeds=2)
+    >>> [str(u) for u in units_for([0, 1])], [str(u) for u in units_for([3], seeds=2)]
     (['full', '0', '1', 'base'], ['full', 'full#1', '3', '3#1', 'base'])
     """
-    return [*seed_units("full", seeds), *[u for i in candidates for u in seed_units(str(i), seeds)], "base"]
-
-
-def seed_units(unit: Unit, seeds: int) -> list[Unit]:
-    """`unit` run with each of `seeds` seeds (the first is the spec's own `training.seed`)."""
-    return [unit, *(f"{unit}#{j}" for j in range(1, seeds))]
-
-
-def unit_seed(unit: Unit) -> int:
-    """How far past `training.seed` a unit's seed is (0 for the spec's own)."""
-    return int(unit.partition("#")[2] or 0)
-
-
-def rung_unit(layer: int, steps: int, probe_steps: int) -> Unit:
-    """Layer `layer` trained to `steps` of the probe's schedule: its exact unit at the full length.
-
-    >>> rung_unit(3, 5, 20), rung_unit(3, 20, 20)
-    ('3@5', '3')
-    """
-    return str(layer) if steps >= probe_steps else f"{layer}@{steps}"
-
-
-def _stop(unit: Unit) -> tuple[str, int | None]:
-    layer, _, steps = unit.partition("#")[0].partition("@")
-    return layer, int(steps) if steps else None
-
-
-def unit_label(unit: Unit) -> str:
-    """How a unit is named in progress and logs.
-
-    >>> unit_label("3"), unit_label("full"), unit_label("3@5"), unit_label("3@5#1"), unit_label("full#2")
-    ('layer 3', 'full', 'layer 3 to step 5', 'layer 3 to step 5 (seed +1)', 'full (seed +2)')
-    """
-    layer, stop = _stop(unit)
-    seed = f" (seed +{unit_seed(unit)})" if unit_seed(unit) else ""
-    if not layer.isdigit():
-        return layer + seed
-    return f"layer {layer}" + (f" to step {stop}" if stop else "") + seed
+    return [*FULL.seeds(seeds), *[u for i in candidates for u in Unit.of(i).seeds(seeds)], BASE]
 
 
 def partial_path(out_dir: Path, unit: Unit) -> Path:
     """`partials/layer-3-step-5-seed-1.json` for `3@5#1` (`base.json`, `full.json`, `layer-3.json`)."""
-    layer, stop = _stop(unit)
-    name = layer if layer in ("base", "full") else f"layer-{int(layer)}" + (f"-step-{stop}" if stop else "")
-    name += f"-seed-{unit_seed(unit)}" if unit_seed(unit) else ""
-    return out_dir / PARTIALS / f"{name}.json"
+    return out_dir / PARTIALS / f"{unit.stem}.json"
 
 
 def run_path(out_dir: Path, unit: Unit) -> Path:
-    """A unit's training directory: one per layer and seed, which its halving rungs continue in turn."""
-    layer, _ = _stop(unit)
-    return out_dir / RUNS / partial_path(out_dir, f"{layer}#{unit_seed(unit)}").stem
+    """A unit's run directory (training and record): one per layer and seed, which its halving rungs
+    continue in turn."""
+    return out_dir / RUNS / unit.run.stem
 
 
 def read_partial(out_dir: Path, unit: Unit, probe_hash: str) -> dict[str, Any] | None:
@@ -157,18 +195,18 @@ def run_unit(
     keep_runs: bool = False,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
-    """Run one probe unit and write its partial result; returns it.
+    """Run one probe unit and write its partial result and record; returns the partial.
 
     `progress` sees the unit's own `train` and `eval` phases. Under a distributed launcher every
-    rank trains; only the main process evaluates, cleans up and writes the partial (the others
-    return the record without a score).
+    rank trains; only the main process evaluates, records, cleans up and writes the partial (the
+    others return the partial without a score).
     """
     stack = inspect_stack(spec.model)
     candidates = candidate_layers(spec, len(stack))
     probe_hash = fingerprint(spec, "probe")
     started = time.perf_counter()
-    record: dict[str, Any] = {
-        "unit": unit,
+    partial: dict[str, Any] = {
+        "unit": str(unit),
         "probeFingerprint": probe_hash,
         "model": spec.model.uri,
         "numLayers": len(stack),
@@ -177,39 +215,59 @@ def run_unit(
         "steps": spec.probe.steps,
         "learningRate": spec.algorithm.learning_rate,
     }
-    if unit == "base":
-        if not is_main():
-            return record
+    run_dir = run_path(out_dir, unit)
+    with main_first():  # every rank then resumes from the same claimed directory
+        if is_main():
+            _claim_run_dir(run_dir, probe_hash)
+    record = _unit_record(run_dir, unit, spec) if is_main() else None
+    if unit == BASE:
+        if record is None:
+            return partial
         result = evaluate(spec, progress=progress)
+        steps = 0
     else:
-        layer, stop = _stop(unit)
-        layers = list(range(len(stack))) if layer == "full" else [int(layer)]
-        if unit_seed(unit):  # another seed of the same probe: its results keep the probe's hash
+        layers = list(range(len(stack))) if unit.run.what == "full" else [int(unit.what)]
+        if unit.seed:  # another seed of the same probe: its results keep the probe's hash
             spec = spec.model_copy(deep=True)
-            spec.training.seed += unit_seed(unit)
-        run_dir = run_path(out_dir, unit)
-        with main_first():  # every rank then resumes from the same claimed directory
-            if is_main():
-                _claim_run_dir(run_dir, probe_hash)
+            spec.training.seed += unit.seed
         trained = train(
-            spec, layers, run_dir, resume=True, max_steps=spec.probe.steps, progress=progress,
+            spec,
+            layers,
+            run_dir,
+            resume=True,
+            max_steps=spec.probe.steps,
+            progress=progress,
+            record=record,
             learning_rate=spec.algorithm.learning_rate,  # the shared rate: C(k) compares like with like
-            stop_at=stop,  # a halving rung: the next rung continues this schedule
-        )  # fmt: skip
-        if not is_main():
-            return record
+            stop_at=unit.stop,  # a halving rung: the next rung continues this schedule
+        )
+        if record is None:
+            return partial
         result = evaluate(spec, patch_dir=run_dir, progress=progress)
-        record["trainedSteps"] = trained.global_step
-        record["deltas"] = trained.deltas.relative_json()
-        record["trainMetrics"] = trained.metrics
-        if not keep_runs and stop is None:
+        steps = trained.global_step
+        partial["trainedSteps"] = trained.global_step
+        partial["deltas"] = trained.deltas.relative_json()
+        partial["trainMetrics"] = trained.metrics
+        if not keep_runs and unit.stop is None:
             drop_weights(run_dir)
-    record["score"] = result.score
-    record["numItems"] = result.num_items
-    record["itemScores"] = result.item_scores  # paired intervals need every unit's per-item scores
-    record["seconds"] = round(time.perf_counter() - started, 3)
-    write_json(partial_path(out_dir, unit), record)
-    return record
+    partial["score"] = result.score
+    partial["numItems"] = result.num_items
+    partial["itemScores"] = result.item_scores  # paired intervals need every unit's per-item scores
+    partial["seconds"] = round(time.perf_counter() - started, 3)
+    write_json(partial_path(out_dir, unit), partial)
+    record.log_metrics({"probe/score": result.score, "probe/seconds": partial["seconds"]}, step=steps)
+    record.end()
+    return partial
+
+
+def _unit_record(run_dir: Path, unit: Unit, spec: LayerAdaptationSpec) -> Record:
+    """The unit's child run of the probe: one per layer and seed, continued by its halving rungs."""
+    return Record.start(
+        run_dir,
+        f"probe {unit.run.stem}",
+        params={"unit": str(unit.run), "steps": spec.probe.steps},
+        tags={"layerpilot.probe_unit": str(unit.run)},
+    )
 
 
 def drop_weights(run_dir: Path) -> None:

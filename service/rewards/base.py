@@ -10,7 +10,7 @@ None) per completion. So every reward here:
 * has `__name__` equal to its registry name, because TRL logs each reward under `fn.__name__`.
 
 Rewards with parameters are small callable classes (as TRL's own are), so they pickle into worker
-processes; a bad parameter raises `ParamError`, which the registry turns into a `SpecError`.
+processes; a bad parameter raises `ParamError`, which the registry turns into a `InputError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from service.errors import SpecError
+from service.errors import InputError
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -70,8 +70,8 @@ def _content_text(content: Any) -> str:
 def column(kwargs: dict[str, Any], key: str, n: int, reward: str, field: str, fix: str) -> list[Any]:
     """The dataset column `key`, checked to be present and one value per completion."""
     if key not in kwargs or kwargs[key] is None:
-        raise SpecError(field, f"{reward} needs a '{key}' column but the dataset rows have none", fix)
+        raise InputError(field, f"{reward} needs a '{key}' column but the dataset rows have none", fix)
     values = kwargs[key]
     if isinstance(values, str) or not isinstance(values, list | tuple) or len(values) != n:
-        raise SpecError(field, f"{reward} got a '{key}' column that is not one value per completion", fix)
+        raise InputError(field, f"{reward} got a '{key}' column that is not one value per completion", fix)
     return list(values)

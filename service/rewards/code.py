@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from service.errors import LayerpilotError, SpecError, first_line
+from service.errors import InputError, LayerpilotError, first_line
 from service.rewards import sandbox_child
 from service.rewards.base import ParamError, column, completion_text
 
@@ -102,7 +102,7 @@ def _sandbox() -> Sandbox:
 
 def _settle(wanted: str) -> Sandbox:
     if wanted not in ("auto", BUBBLEWRAP, RLIMITS):
-        raise SpecError(
+        raise InputError(
             SANDBOX_ENV, f"'{wanted}' is not auto, bubblewrap or rlimits", "use one of those, or unset it"
         )
     root = os.geteuid() == 0

@@ -1,7 +1,7 @@
 """The reward registry: names in the spec become reward callables and weights.
 
 The spec names rewards (`rewards: [{name: exact_answer}]`); `build_rewards` turns those names and
-their `params` into callables and weights, and rejects a bad name or parameter with a `SpecError`
+their `params` into callables and weights, and rejects a bad name or parameter with a `InputError`
 that names the field, before any model is loaded. `module:function` names a reward of your own.
 """
 
@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from service.errors import SpecError, first_line
+from service.errors import InputError, first_line
 from service.rewards.answers import Format, MathEquivalence, exact_answer
 from service.rewards.base import ParamError, RewardFunc, completion_text
 from service.rewards.code import CodeTests
@@ -76,9 +76,9 @@ def _check_params(name: str, kind: Any, params: dict[str, Any], index: int) -> N
             close = difflib.get_close_matches(key, accepted, n=1)
             if close:
                 fix = f"did you mean '{close[0]}'? {fix}"
-            raise SpecError(field, f"unexpected parameter for {name}", fix)
+            raise InputError(field, f"unexpected parameter for {name}", fix)
         if key in hints and not _matches_type(value, hints[key]):
-            raise SpecError(
+            raise InputError(
                 field,
                 f"must be {_type_name(hints[key])}, got {type(value).__name__} {value!r}",
                 f"give a {_type_name(hints[key])}",
@@ -91,26 +91,26 @@ def _build_custom(spec: RewardSpec, index: int) -> RewardFunc:
     module_name, _, attr_path = spec.name.partition(":")
     fix = "write module:function with an importable module (on PYTHONPATH) and a callable in it"
     if not module_name or not attr_path:
-        raise SpecError(field, f"'{spec.name}' is not module:function", fix)
+        raise InputError(field, f"'{spec.name}' is not module:function", fix)
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as err:
-        raise SpecError(
+        raise InputError(
             field, f"cannot import module '{module_name}' ({type(err).__name__}: {err})", fix
         ) from None
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise SpecError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
+            raise InputError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
     if not callable(target):
-        raise SpecError(field, f"'{spec.name}' is a {type(target).__name__}, not a function", fix)
+        raise InputError(field, f"'{spec.name}' is a {type(target).__name__}, not a function", fix)
     try:
         parameters = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: trust them
         parameters = None
     if parameters is not None and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        raise SpecError(
+        raise InputError(
             field,
             f"'{spec.name}' does not accept **kwargs",
             "define it as def f(completions, **kwargs): TRL passes every dataset column",
@@ -145,14 +145,14 @@ def build_reward(spec: RewardSpec, index: int = 0) -> RewardFunc:
         close = difflib.get_close_matches(spec.name, list(REGISTRY), n=1)
         if close:
             fix = f"did you mean '{close[0]}'? {fix}"
-        raise SpecError(f"rewards[{index}].name", f"unknown reward '{spec.name}'", fix)
+        raise InputError(f"rewards[{index}].name", f"unknown reward '{spec.name}'", fix)
     _check_params(spec.name, kind, spec.params, index)
     if not inspect.isclass(kind):
         return typing.cast(RewardFunc, kind)
     try:
         return typing.cast(RewardFunc, kind(**spec.params))
     except ParamError as err:
-        raise SpecError(f"rewards[{index}].params.{err.key}", err.problem, err.fix) from None
+        raise InputError(f"rewards[{index}].params.{err.key}", err.problem, err.fix) from None
 
 
 def build_rewards(specs: list[RewardSpec]) -> tuple[list[RewardFunc], list[float]]:

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from service.errors import SpecError
+from service.errors import InputError
 
 
 def check_layer_indices(layers: list[int], num_layers: int, field: str) -> list[int]:
-    """Layer indices must exist in the loaded model: returns them sorted, or raises `SpecError`."""
+    """Layer indices must exist in the loaded model: returns them sorted, or raises `InputError`."""
     if not layers:
-        raise SpecError(field, "no layers given", f"name at least one index in 0..{num_layers - 1}")
+        raise InputError(field, "no layers given", f"name at least one index in 0..{num_layers - 1}")
     for index in layers:
         if not 0 <= index < num_layers:
-            raise SpecError(
+            raise InputError(
                 field,
                 f"layer {index} does not exist; the model has {num_layers} decoder layers",
                 f"use indices 0..{num_layers - 1}",
             )
     if len(set(layers)) != len(layers):
-        raise SpecError(field, f"layer indices repeat in {layers}", "list each once")
+        raise InputError(field, f"layer indices repeat in {layers}", "list each once")
     return sorted(layers)
 
 
@@ -33,14 +33,14 @@ def parse_layer_list(text: str, field: str = "--layers") -> list[int]:
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
                 if int(hi) < int(lo):
-                    raise SpecError(field, f"'{part}' is a reversed range", f"write {hi}-{lo}")
+                    raise InputError(field, f"'{part}' is a reversed range", f"write {hi}-{lo}")
                 out.extend(range(int(lo), int(hi) + 1))
             else:
                 out.append(int(part))
         except ValueError:
-            raise SpecError(
+            raise InputError(
                 field, f"'{part}' is not a layer index", "write indices like 3,4 or 2-5"
             ) from None
     if not out:
-        raise SpecError(field, "no layers given", "write indices like 3,4 or 2-5")
+        raise InputError(field, "no layers given", "write indices like 3,4 or 2-5")
     return out

@@ -1,7 +1,7 @@
 """Reading a spec: a YAML file, a mapping, or the defaults, validated into `LayerAdaptationSpec`.
 
 A document may be a whole `LayerAdaptation` resource or only its `spec`. Every validation problem
-becomes one `SpecError` that names the field (`spec.algorithm.learningRate`) and how to fix it.
+becomes one `InputError` that names the field (`spec.algorithm.learningRate`) and how to fix it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.spec.models import LayerAdaptation, LayerAdaptationSpec
 
 
@@ -29,10 +29,10 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> LayerAdaptationSpec
         return parse_spec(source)
     path = Path(source)
     if not path.is_file():
-        raise SpecError("SPEC", f"no file at {path}", "pass the path of a LayerAdaptation YAML file")
+        raise InputError("SPEC", f"no file at {path}", "pass the path of a LayerAdaptation YAML file")
     raw = path.read_bytes()
     if not raw.strip():
-        raise SpecError(
+        raise InputError(
             "SPEC", f"{path} is empty", "write a LayerAdaptation document (examples/demo.yaml is one to copy)"
         )
     try:
@@ -40,20 +40,20 @@ def load_spec(source: str | Path | dict[str, Any] | None) -> LayerAdaptationSpec
     except UnicodeDecodeError:
         text = ""
     if not text or "\x00" in text:
-        raise SpecError("SPEC", f"{path} is not a text file", "pass a LayerAdaptation YAML file")
+        raise InputError("SPEC", f"{path} is not a text file", "pass a LayerAdaptation YAML file")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or "cannot be parsed"
-        raise SpecError(
+        raise InputError(
             "SPEC", f"{path} is not valid YAML{where} ({problem})", "fix the YAML syntax"
         ) from None
     if data is None:
-        raise SpecError("SPEC", f"{path} holds only comments", "write a LayerAdaptation document")
+        raise InputError("SPEC", f"{path} holds only comments", "write a LayerAdaptation document")
     if not isinstance(data, dict):
-        raise SpecError(
+        raise InputError(
             "SPEC", f"{path} holds a {type(data).__name__}, not a mapping", "write a LayerAdaptation document"
         )
     return parse_spec(data)
@@ -70,8 +70,8 @@ def parse_spec(data: dict[str, Any]) -> LayerAdaptationSpec:
         raise spec_error_from(err, root="" if is_resource else "spec") from None
 
 
-def spec_error_from(err: ValidationError, root: str = "spec") -> SpecError:
-    """The first validation problem as a one-line `SpecError` naming the field and the fix."""
+def spec_error_from(err: ValidationError, root: str = "spec") -> InputError:
+    """The first validation problem as a one-line `InputError` naming the field and the fix."""
     first = err.errors()[0]
     loc = [str(part) for part in first["loc"]]
     field = _dotted([root, *loc] if root else loc)
@@ -89,20 +89,20 @@ def spec_error_from(err: ValidationError, root: str = "spec") -> SpecError:
             if known
             else "remove it"
         )
-        return SpecError(field, "unknown field", fix + suffix)
+        return InputError(field, "unknown field", fix + suffix)
     if kind == "missing":
-        return SpecError(field, "is required", "add it" + suffix)
+        return InputError(field, "is required", "add it" + suffix)
     if kind in ("literal_error", "enum"):
         expected = first.get("ctx", {}).get("expected", "")
-        return SpecError(field, f"'{first.get('input')}' is not allowed", f"use one of {expected}{suffix}")
+        return InputError(field, f"'{first.get('input')}' is not allowed", f"use one of {expected}{suffix}")
     if kind == "value_error":
         text = msg.removeprefix("Value error, ")
         if text.startswith("@"):
             sub, _, text = text[1:].partition(": ")
             field = _dotted([field, *sub.split(".")])
         problem, _, fix = text.partition("; ")
-        return SpecError(field, problem, (fix or "") + suffix or None)
-    return SpecError(field, msg[0].lower() + msg[1:], f"got {first.get('input')!r}{suffix}")
+        return InputError(field, problem, (fix or "") + suffix or None)
+    return InputError(field, msg[0].lower() + msg[1:], f"got {first.get('input')!r}{suffix}")
 
 
 def _dotted(parts: list[str]) -> str:

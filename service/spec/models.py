@@ -2,7 +2,7 @@
 
 YAML keys are camelCase (Kubernetes convention); Python attributes are snake_case. Every field
 carries a description, which also becomes the CRD's documentation and the generated reference.
-Validation happens once, here; `service.spec.loading` turns a failure into a `SpecError` naming
+Validation happens once, here; `service.spec.loading` turns a failure into a `InputError` naming
 the field and the fix.
 """
 
@@ -111,11 +111,18 @@ class DatasetSpec(_Model):
     answer_field: str = Field(
         "answer", description="Column holding the reference answer, passed to rewards as `answer`."
     )
-    chat_template: bool = Field(False, description=(
-        "Render text prompts with the tokenizer's chat template, each as one user message (what "
-        "instruct models expect). Rewards still receive the completion as text."))  # fmt: skip
-    eval_size: int = Field(
-        64, ge=1, description="Number of held-out items used for evaluation (greedy decoding)."
+    chat_template: bool = Field(
+        False,
+        description=(
+            "Render text prompts with the tokenizer's chat template, each as one user message (what "
+            "instruct models expect). Rewards still receive the completion as text."
+        ),
+    )
+    eval_size: int | None = Field(
+        None,
+        ge=1,
+        description="Held-out items for evaluation (greedy decoding). Default: 64, or a fifth of the "
+        "rows when the training split holds fewer than 320 (10 of a 50-row file).",
     )
     split: str = Field("train", description="Split used for training (hub and directory datasets).")
     eval_split: str | None = Field(
@@ -165,21 +172,36 @@ class AlgorithmSpec(_Model):
 
 
 class ProbeSpec(_Model):
-    mode: ProbeMode = Field(ProbeMode.exact, description=(
-        "`exact` (one RL run per layer, the research protocol), `halving` (exact runs by successive "
-        "halving: every layer trains a few steps, the better half continues), `gradient` or "
-        "`spectrum` (fast proxies)."))  # fmt: skip
+    mode: ProbeMode = Field(
+        ProbeMode.exact,
+        description=(
+            "`exact` (one RL run per layer, the research protocol), `halving` (exact runs by successive "
+            "halving: every layer trains a few steps, the better half continues), `gradient` or "
+            "`spectrum` (fast proxies)."
+        ),
+    )
     steps: int = Field(20, ge=1, description="RL steps of each probe run.")
     layers: Literal["all"] | list[int] = Field(
         "all", description="Candidate layers: `all` or a list of indices."
     )
-    seeds: int = Field(1, ge=1, le=16, description=(
-        "RL runs per probe unit, with training.seed, +1, …: S_full, S_k and C(k) are their means and "
-        "the intervals cover seed-to-seed variation too (costs that many runs)."))  # fmt: skip
-    rungs: int | None = Field(None, ge=1, description=(
-        "`halving` only: rungs of successive halving; rung r trains its layers to steps / 2^(rungs−1−r) "
-        "and keeps the better half. Default: enough rungs to leave max(2, selection.k) layers for the "
-        "last, full-length rung."))  # fmt: skip
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description=(
+            "RL runs per probe unit, with training.seed, +1, …: S_full, S_k and C(k) are their means and "
+            "the intervals cover seed-to-seed variation too (costs that many runs)."
+        ),
+    )
+    rungs: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "`halving` only: rungs of successive halving; rung r trains its layers to steps / 2^(rungs−1−r) "
+            "and keeps the better half. Default: enough rungs to leave max(2, selection.k) layers for the "
+            "last, full-length rung."
+        ),
+    )
 
     @field_validator("layers")
     @classmethod
@@ -223,13 +245,24 @@ class TrainingSpec(_Model):
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
     )
     seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
-    learning_rate_multiplier: float = Field(1.0, gt=0, le=100, description=(
-        "Multiplies `algorithm.learningRate` when training the selected layers (`train`, `adapt`). The "
-        "probe's runs keep the shared rate, as C(k) requires. A few layers often need a higher rate than "
-        "the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md)."))  # fmt: skip
-    save_steps: int = Field(50, ge=1, description=(
-        "Write a resumable checkpoint every this many steps: the trained layers' weights and optimizer "
-        "state only (the frozen layers are the base model's, never copied)."))  # fmt: skip
+    learning_rate_multiplier: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description=(
+            "Multiplies `algorithm.learningRate` when training the selected layers (`train`, `adapt`). The "
+            "probe's runs keep the shared rate, as C(k) requires. A few layers often need a higher rate than "
+            "the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md)."
+        ),
+    )
+    save_steps: int = Field(
+        50,
+        ge=1,
+        description=(
+            "Write a resumable checkpoint every this many steps: the trained layers' weights and optimizer "
+            "state only (the frozen layers are the base model's, never copied)."
+        ),
+    )
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (oldest deleted first).")
     precision: Precision = Field(
         Precision.auto,
@@ -317,9 +350,14 @@ class ResourcesSpec(_Model):
     gpus: int = Field(0, ge=0, description="GPUs (`nvidia.com/gpu`) per training pod (operator only).")
     probe_gpus: int = Field(0, ge=0, description="GPUs per probe pod (operator only).")
     probe_parallelism: int = Field(4, ge=1, description="Probe pods running at once (operator only).")
-    nodes: int = Field(1, ge=1, description=(
-        "Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
-        "(`torch-distributed` runtime, torchrun), which the cluster must have installed."))  # fmt: skip
+    nodes: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
+            "(`torch-distributed` runtime, torchrun), which the cluster must have installed."
+        ),
+    )
     cpu: str = Field("1", pattern=_QUANTITY, description="CPU request of every pod (e.g. `2`, `500m`).")
     memory: str = Field("4Gi", pattern=_QUANTITY, description="Memory request and limit of every pod.")
     workspace: WorkspaceSpec = Field(
@@ -327,9 +365,14 @@ class ResourcesSpec(_Model):
         description="The volume every Job mounts at /workspace: probe partials and report, training "
         "checkpoints and the layer patch travel through it.",
     )
-    retries: int = Field(2, ge=0, le=10, description=(
-        "Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) "
-        "before the Job fails."))  # fmt: skip
+    retries: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description=(
+            "Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) before the Job fails."
+        ),
+    )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels every pod must match (e.g. a GPU node pool)."
     )

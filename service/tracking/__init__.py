@@ -1,8 +1,12 @@
-"""Tracking: MLflow runs, the model registry, and what layerpilot records in them.
+"""Tracking: the work directory's record projected onto MLflow, and the model registry.
 
-Owns: URIs and the `mlflow ui` command (`uris`), retries (`retries`), the ledger of what did not
-reach MLflow (`ledger`), the client (`client`), runs that never raise for a tracking failure
-(`runs`), what a probe, training, evaluation or adapt logs (`records`), the registry (`registry`)
-and a version's review and promotion gate (`review`). The only package in `service` that imports
-mlflow (checked by import-linter); it builds on probe and training results, never the reverse.
+Owns: where a job publishes (`uris`), MLflow's request bounds (`retries`), the client (`client`),
+the idempotent publish of a work directory (`publish`) and its running in the background while a
+job runs (`publishing`), registering a layer patch as a model version (`registration`, with the
+flavor's saved form in `flavor`), the registry as a reviewer uses it (`registry`), a version's
+review and the promotion gate (`review`), and the operator's stage runs (`stages`).
+
+The only package in `service` that imports mlflow (checked by import-linter). It knows records
+(`service.record`) and layer patches, never probes or trainings: those write their records, and a
+publish shows whatever a record holds.
 """

@@ -8,8 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +46,13 @@ def global_tracking_uri(tracking_uri: str) -> Iterator[None]:
 
 
 def client_for(tracking_uri: str) -> Any:
-    """An MlflowClient whose registry is the tracking server too (MLflow's default outside Databricks)."""
+    """An MlflowClient whose registry is the tracking server too (MLflow's default outside Databricks).
+
+    A local store's directory is created first (MLflow creates the database file, not its folder).
+    """
+    db = local_db_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -57,7 +61,6 @@ def error_code(error: BaseException) -> str | None:
     return error.error_code if isinstance(error, MlflowException) else None
 
 
-LOCAL_RUN_PREFIX = "local-"  # the placeholder id of a run MLflow never created
 _METRIC_KEY = re.compile(r"[^/\w.\- ]")
 
 
@@ -68,18 +71,6 @@ def metric_key(key: Any) -> str:
     'rewards/acc_x_'
     """
     return _METRIC_KEY.sub("_", str(key))
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def new_local_id() -> str:
-    return LOCAL_RUN_PREFIX + uuid.uuid4().hex
 
 
 def ensure_experiment(client: Any, tracking_uri: str, name: str) -> str:

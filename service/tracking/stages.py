@@ -22,7 +22,7 @@ from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec
 from service.tracking import review
 from service.tracking.client import client_for, ensure_experiment
-from service.tracking.retries import RetryPolicy, short_error, with_retries
+from service.tracking.retries import RetryPolicy, short_error
 from service.tracking.uris import run_url
 
 T = TypeVar("T")
@@ -40,13 +40,13 @@ class StageRuns:
     def __init__(self, tracking_uri: str, experiment: str, *, retry: RetryPolicy | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment
-        self.retry = retry or RetryPolicy.from_env()
+        (retry or RetryPolicy.from_env()).apply()
         self.client = client_for(tracking_uri)
         self._experiment_id: str | None = None
 
     def _call(self, what: str, action: Callable[[], T]) -> T:
         try:
-            return with_retries(self.retry, action)
+            return action()
         except LayerpilotError:
             raise
         except Exception as error:

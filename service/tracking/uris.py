@@ -8,10 +8,11 @@ import: these rules are testable without a server.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.spec.models import MlflowSpec
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
@@ -37,7 +38,7 @@ def resolve_tracking_uri(spec: MlflowSpec | None, workdir: Path) -> str:
 def check_tracking_uri(uri: str, field: str) -> str:
     scheme = uri.split(":", 1)[0] if ":" in uri else ""
     if scheme.split("+")[0] not in _URI_SCHEMES:
-        raise SpecError(field, f"'{uri}' is not an MLflow tracking URI", "write e.g. http://mlflow:5000")
+        raise InputError(field, f"'{uri}' is not an MLflow tracking URI", "write e.g. http://mlflow:5000")
     return uri
 
 
@@ -100,6 +101,15 @@ def where_to_look(tracking_uri: str, experiment_id: str | None = None, run_id: s
     if command:
         return f"MLflow: {command}  (then open {experiment_url(tracking_uri, experiment_id) or LOCAL_UI})"
     return f"MLflow: {tracking_uri}"
+
+
+def without_credentials(uri: str) -> str:
+    """The URI as it may be written to a file: any `user:password@` removed.
+
+    >>> without_credentials("https://bob:hunter2@mlflow.example/x"), without_credentials("sqlite:///a.db")
+    ('https://mlflow.example/x', 'sqlite:///a.db')
+    """
+    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", uri)
 
 
 def local_db_path(tracking_uri: str) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.spec.models import LayerAdaptationSpec, LossType, Precision
 
 # GRPOConfig fields that the spec owns: setting them through `algorithm.extra` would silently
@@ -63,7 +63,7 @@ def choose_precision(requested: str, device: str | None = None) -> RunPrecision:
     on_cuda = device.startswith("cuda")
     bf16_ok = on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if requested == Precision.bfloat16.value and not bf16_ok:
-        raise SpecError(
+        raise InputError(
             "training.precision",
             f"bfloat16 needs a CUDA GPU that supports it; this run is on {device}",
             "use precision: auto or float32",
@@ -123,11 +123,11 @@ def validate_extra(extra: dict[str, Any]) -> dict[str, Any]:
     known = {f.name for f in dataclasses.fields(GRPOConfig)}
     for key in extra:
         if key in SPEC_OWNED:
-            raise SpecError(f"algorithm.extra.{key}", "is set by the spec", f"set {SPEC_OWNED[key]} instead")
+            raise InputError(f"algorithm.extra.{key}", "is set by the spec", f"set {SPEC_OWNED[key]} instead")
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f"did you mean `{close[0]}`?" if close else "see TRL's GRPOConfig for valid names"
-            raise SpecError(f"algorithm.extra.{key}", "is not a TRL GRPOConfig option", hint)
+            raise InputError(f"algorithm.extra.{key}", "is not a TRL GRPOConfig option", hint)
     if extra.get("use_vllm") and not torch.cuda.is_available():
-        raise SpecError("algorithm.extra.use_vllm", "vLLM generation needs a CUDA GPU", "remove use_vllm")
+        raise InputError("algorithm.extra.use_vllm", "vLLM generation needs a CUDA GPU", "remove use_vllm")
     return dict(extra)

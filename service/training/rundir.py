@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.files import write_json
 from service.patch import PATCH_META
 from service.ranks import is_main
@@ -47,13 +47,31 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def prepare_run_dir(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], resume: bool) -> Path | None:
-    """Never overwrite finished work: a directory with checkpoints needs --resume, and matching layers."""
+def prepare_run_dir(
+    out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], *, resume: bool
+) -> Path | None:
+    """`check_run_dir`, then clear a half-written checkpoint directory; the checkpoint to resume from."""
+    checkpoint = check_run_dir(out_dir, spec, layers, resume=resume)
+    if resume and checkpoint is None:
+        if (out_dir / CHECKPOINTS).is_dir():
+            log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
+        if is_main():  # other ranks of a launch leave the cleaning to the main one
+            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+    return checkpoint
+
+
+def check_run_dir(
+    out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], *, resume: bool
+) -> Path | None:
+    """Never overwrite finished work: a directory with checkpoints needs --resume, and matching layers.
+
+    Touches nothing: bad input is refused before any file changes. Returns the newest checkpoint.
+    """
     checkpoint = latest_checkpoint(out_dir)
     run_file = out_dir / RUN_FILE
     if not resume:
         if checkpoint is not None or (out_dir / PATCH_META).exists():
-            raise SpecError(
+            raise InputError(
                 "--out",
                 f"{out_dir} already holds a training run",
                 "pass --resume to continue it, or choose an empty directory",
@@ -62,27 +80,22 @@ def prepare_run_dir(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int],
     if run_file.exists():
         previous = json.loads(run_file.read_text())
         if sorted(previous["layers"]) != sorted(layers):
-            raise SpecError(
+            raise InputError(
                 "--layers",
                 f"the run in {out_dir} trains layers {previous['layers']}, not {sorted(layers)}",
                 f"resume with --layers {','.join(map(str, previous['layers']))} or use another --out",
             )
         if previous.get("modelUri") != spec.model.uri:
-            raise SpecError(
+            raise InputError(
                 "model.uri", f"the run in {out_dir} trains {previous.get('modelUri')}", "use the same model"
             )
         if previous.get("trainingHash", fingerprint(spec, "training")) != fingerprint(spec, "training"):
-            raise SpecError(
+            raise InputError(
                 "--resume",
                 f"the run in {out_dir} was trained with other settings (data, rewards, algorithm, "
                 "batch size, seed or precision); continuing it would mix two trainings",
                 "use the original spec, or a new output directory",
             )
-    if checkpoint is None:
-        if (out_dir / CHECKPOINTS).is_dir():
-            log.warning("--resume: no complete checkpoint in %s yet; starting from step 0", out_dir)
-        if is_main():  # other ranks of a launch leave the cleaning to the main one
-            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
     return checkpoint
 
 

@@ -10,7 +10,7 @@ import functools
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,19 +18,21 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from service.data import check_chat_template, load_rows
-from service.errors import LayerpilotError, SpecError
+from service.data import check_chat_template, load_rows, unreadable_characters
+from service.errors import InputError, LayerpilotError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
 from service.models.weights import fingerprint_model_dir, stored_tensors
-from service.patch import PATCH_META, LayerDeltas, compute_deltas, write_patch
+from service.patch import PATCH_FILES, PATCH_META, LayerDeltas, compute_deltas, write_patch
 from service.progress import SILENT, Progress, StepHook, reward_info
 from service.ranks import is_main
+from service.record import Record
 from service.rewards.registry import build_rewards
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
+from service.training.metrics import step_recorder, training_summary
 from service.training.rundir import CHECKPOINTS, latest_checkpoint, prepare_run_dir, write_run_file
 
 
@@ -46,6 +48,7 @@ class TrainResult:
     total_parameters: int
     deltas: LayerDeltas
     metrics: dict[str, float]
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class TrainResult:
             "totalParameters": self.total_parameters,
             "layerDeltas": self.deltas.relative_json(),
             "metrics": self.metrics,
+            "warnings": self.warnings,
         }
 
 
@@ -70,6 +74,7 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     progress: Progress = SILENT,
+    record: Record | None = None,
     on_step: Sequence[StepHook] = (),
     callbacks: Sequence[Any] = (),
     device: str | None = None,
@@ -83,8 +88,10 @@ def train(
     step, checkpointed, of a run scheduled for `max_steps`: resuming it later continues the same
     learning-rate schedule, so the result equals one uninterrupted run (the halving probe's rungs).
 
-    `progress` sees the `train` phase; `on_step` hooks get TRL's metrics after every step (on the
-    main process only); `callbacks` are extra `transformers.TrainerCallback`s.
+    `progress` sees the `train` phase; `record` (on the main process) gets TRL's metrics at every
+    step, and at the end the weight change per layer, the totals and the patch files; `on_step`
+    hooks get TRL's metrics after every step (on the main process only); `callbacks` are extra
+    `transformers.TrainerCallback`s.
     """
     started = time.perf_counter()
     max_steps = max_steps or spec.training.max_steps
@@ -95,29 +102,30 @@ def train(
     config_kwargs["learning_rate"] = learning_rate
     reward_funcs, weights = build_rewards(spec.rewards)
     train_rows, _ = load_rows(spec.dataset)
-    resume_from = prepare_run_dir(out_dir, spec, list(layers), resume)
+    resume_from = prepare_run_dir(out_dir, spec, list(layers), resume=resume)
     if resume:
         finished = finished_run(out_dir, spec, stop_at or max_steps, started)
         if finished is not None and stop_at is not None and finished.global_step > stop_at:
-            raise SpecError(
+            raise InputError(
                 "--out",
                 f"the run in {out_dir} already trained {finished.global_step} steps, past step {stop_at}",
                 "use a new directory to stop a run earlier",
             )
         if finished is not None:
             progress.note(
-                f"--resume: the run in {out_dir} already finished its {finished.global_step} steps; "
+                f"the run in {out_dir} already finished its {finished.global_step} steps; "
                 "nothing to train (raise --max-steps to train further)"
             )
             return finished
-        if resume_from is None:
-            progress.note(f"--resume: no checkpoint in {out_dir} yet; starting from step 0")
 
     model_dir = resolve_model_dir(spec.model.uri, spec.model.revision)
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
-    check_chat_template(train_rows, tokenizer, spec.model.uri)
+    check_chat_template(train_rows, tokenizer, spec.model.uri, spec.dataset)
+    warnings = [found] if (found := unreadable_characters(train_rows, tokenizer, spec.model.uri)) else []
+    for text in warnings:
+        progress.note(f"warning: {text}")
     stack = find_decoder_layers(model, spec.model.layers_path)
     chosen = check_layer_indices(list(layers), len(stack), field="layers")
     trainable = freeze_except(model, stack, chosen)
@@ -145,7 +153,9 @@ def train(
         train_rows,
         config_kwargs,
         callbacks=[
-            _StepHooks([_progress_hook(progress), *on_step]),
+            _StepHooks(
+                [_progress_hook(progress), *([step_recorder(record, spec)] if record else []), *on_step]
+            ),
             *([_StopAt(stop_at)] if stop_at is not None else []),
             *callbacks,
         ],
@@ -174,11 +184,12 @@ def train(
             extra={"trainedSteps": trainer.state.global_step},
         )
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    warnings += [found] if (found := nothing_learned(history, deltas)) else []
     last = history[-1] if history else {}
     metrics = {k: float(v) for k, v in last.items() if isinstance(v, int | float)}
     metrics["train_loss"] = float(output.training_loss)
     progress.finish("train", reward_info(metrics))
-    return TrainResult(
+    result = TrainResult(
         out_dir=out_dir,
         layers=chosen,
         global_step=trainer.state.global_step,
@@ -189,6 +200,48 @@ def train(
         total_parameters=total,
         deltas=deltas,
         metrics=metrics,
+        warnings=warnings,
+    )
+    if record is not None and is_main():
+        record_training(record, result)
+    return result
+
+
+def record_training(record: Record, result: TrainResult) -> None:
+    """The weight change per layer (step = layer index) and the totals."""
+    record.log_by_layer({i: {"by_layer/delta_relative": v} for i, v in result.deltas.relative.items()})
+    summary = training_summary(
+        result.seconds, result.global_step, result.trainable_parameters, result.total_parameters
+    )
+    record.log_metrics(summary)
+
+
+def record_patch(record: Record, out_dir: Path) -> None:
+    """The layer patch's files as the run's `layer_patch` artifacts (a probe unit's are not kept)."""
+    for name in PATCH_FILES:
+        record.add_artifact(out_dir / name, "layer_patch")
+
+
+def nothing_learned(history: Sequence[dict[str, Any]], deltas: LayerDeltas) -> str | None:
+    """Why a run learned nothing, when no step gave GRPO a group whose rewards differed.
+
+    GRPO learns from the differences between a group's rewards; when every group's rewards are
+    equal at every step (all 0, typically), every advantage is 0 and the weights do not move.
+
+    >>> found = nothing_learned([{"reward": 0.0, "reward_std": 0.0}] * 3, LayerDeltas({1: 0.0}, {1: 0.0}, {}))
+    >>> found.split(", so")[0], nothing_learned([{"reward": 0.5, "reward_std": 0.2}], LayerDeltas({}, {}, {}))
+    ('every reward was 0.0 in all 3 steps', None)
+    """
+    steps = [h for h in history if "reward" in h]
+    if not steps or any(float(h.get("reward_std", 1.0)) > 0 for h in steps):
+        return None
+    values = {round(float(h["reward"]), 6) for h in steps}
+    what = f"every reward was {values.pop()}" if len(values) == 1 else "no group's rewards ever differed"
+    moved = max(deltas.relative.values(), default=0.0)
+    return (
+        f"{what} in all {len(steps)} steps, so GRPO had nothing to learn from and the weights did not "
+        f"change (relative weight change {moved:.1e}); check that the reward fits the data and the model "
+        "can read it (`layerpilot eval` shows completions)"
     )
 
 

@@ -40,10 +40,12 @@ def kubeconfig(tmp_path: Path, kmock: Any) -> Path:
 async def cli(config: Path, *args: str) -> tuple[int, str, str]:
     """The installed `layerpilot` in its own process (the test's loop keeps serving the emulator)."""
     process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "layerpilot"), *args,
+        str(Path(sys.executable).parent / "layerpilot"),
+        *args,
         env={**os.environ, "KUBECONFIG": str(config)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
 
@@ -95,12 +97,25 @@ async def test_submit_creates_the_resource_from_the_cli_file_and_status_reads_it
     code, out, _ = await cli(config, "k8s", "status", "demo-arith", "--json")
     assert code == 0 and json.loads(out)["status"] == {}
     kmock.objects[LA, "ml", "demo-arith"].patch(
-        {"status": {"phase": "Training", "message": "train: Job demo-arith-x-train is running",
-                    "conditions": [{"type": "Ready", "status": "False", "reason": "Training", "message": "m",
-                                    "lastTransitionTime": "2026-11-25T10:00:00Z"}],
-                    "jobs": {"train": "demo-arith-x-train"}, "selectedLayers": [1],
-                    "mlflow": {"url": "http://mlflow:5000/#/experiments/1/runs/abc"}}}
-    )  # fmt: skip
+        {
+            "status": {
+                "phase": "Training",
+                "message": "train: Job demo-arith-x-train is running",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "Training",
+                        "message": "m",
+                        "lastTransitionTime": "2026-11-25T10:00:00Z",
+                    }
+                ],
+                "jobs": {"train": "demo-arith-x-train"},
+                "selectedLayers": [1],
+                "mlflow": {"url": "http://mlflow:5000/#/experiments/1/runs/abc"},
+            }
+        }
+    )
     code, out, _ = await cli(config, "k8s", "status", "demo-arith")
     assert code == 0
     assert (

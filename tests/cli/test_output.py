@@ -115,7 +115,12 @@ def test_version_and_help_read_at_80_columns() -> None:
 def test_defaults_standing_in_for_unnamed_data_are_noted() -> None:
     result = runner.invoke(app, ["eval", "--model", "builtin:demo", "--json"])
     assert result.exit_code == 0, result.output
-    assert "note: no SPEC: using the default dataset builtin:arith and reward exact_answer" in result.stderr
+    note = " ".join(result.stderr.split())
+    assert "note: no SPEC, so these defaults apply: dataset builtin:arith (--dataset)" in note
+    # every default that changes the result, each with how to set it
+    for default in ("reward exact_answer (--reward)", "64 eval rows", "(--eval-size)", "200 training steps"):
+        assert default in note, note
+    assert "learning rate 1e-05 × 1" in note
     assert (
         "note:" not in runner.invoke(app, ["eval", "--model", "x/none", "--json"]).stderr
     )  # bad input: 1 line
@@ -152,7 +157,7 @@ def test_registry_list_says_where_it_looked(tmp_path: Path, as_json: bool) -> No
 
 
 def test_demo_spec_is_the_example_users_copy() -> None:
-    from service.demo import DEMO_SPEC, demo_spec
+    from service.spec.demo import DEMO_SPEC, demo_spec
 
     example = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
     assert DEMO_SPEC.read_text() == example.read_text()

@@ -72,11 +72,18 @@ def test_stages_as_jobs_register_a_candidate_from_the_operators_run(
         env, stage_runs["probe"], "probe", "merge", str(work / "probe"), "--spec", spec, "--json"
     )
     report = json.loads(merged.stdout)
-    assert report["mlflowRunId"] == stage_runs["probe"]
     _invoke(
-        env, stage_runs["train"], "train", spec, "--from-probe", str(work / "probe" / REPORT_JSON),
-        "--out", str(work / "train"), "--resume", "--json",
-    )  # fmt: skip
+        env,
+        stage_runs["train"],
+        "train",
+        spec,
+        "--from-probe",
+        str(work / "probe" / REPORT_JSON),
+        "--out",
+        str(work / "train"),
+        "--resume",
+        "--json",
+    )
     registered = _invoke(
         env,
         parent,
@@ -86,6 +93,8 @@ def test_stages_as_jobs_register_a_candidate_from_the_operators_run(
         str(work / "probe"),
         "--patch",
         str(work / "train"),
+        "--out",
+        str(work / "register"),
         "--json",
     )
     result = json.loads(registered.stdout)
@@ -105,7 +114,7 @@ def test_stages_as_jobs_register_a_candidate_from_the_operators_run(
     (eval_id,) = [rid for rid, run in runs.items() if run.data.tags.get(review.STAGE) == "eval"]
     assert runs[eval_id].data.tags[PARENT_RUN_ID] == parent
     assert runs[eval_id].data.metrics["eval/after"] == pytest.approx(result["evalAfter"])
-    assert result["runIds"] == {"register": parent, **stage_runs, "eval": eval_id}
+    assert result["runIds"] == {"register": parent, "eval": eval_id}
 
     # What the operator reads back into the resource's status.
     parent_tags = runs[parent].data.tags
@@ -154,12 +163,14 @@ def test_a_registration_that_did_not_happen_fails_and_keeps_the_patch(
     probe = ProbeReport("builtin:demo", 6, "exact", "model.layers", layers, [2], baseline_score=0.25)
     probe.write(tmp_path)
 
-    patch = str(trained_run["out"])
-    result = runner.invoke(app, ["register", str(spec), "--probe", str(tmp_path), "--patch", patch, "--json"])
+    patch, out = str(trained_run["out"]), tmp_path / "register"
+    args = ["register", str(spec), "--probe", str(tmp_path), "--patch", patch, "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["registeredModel"] is None and summary["evalBefore"] == 0.25
     assert summary["evalAfter"] is not None  # the evaluation is done and reported all the same
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert "not registered as dead-model" in error and error.endswith(f"the patch is kept in {patch}")
-    assert f"MLflow at {dead} unreachable: not logged:" in result.stderr
+    assert "not registered as dead-model" in error and f"the patch is kept in {patch}" in error
+    assert error.endswith(f"`layerpilot mlflow sync {out}` registers it once MLflow answers")
+    assert f"MLflow at {dead} unreachable (connection refused): not published yet:" in result.stderr

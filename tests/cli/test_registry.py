@@ -14,10 +14,9 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from cli.main import app
-from service.tracking.retries import RetryPolicy
 from service.tracking.review import EVAL_SCORE
-from service.tracking.runs import Tracker
 from tests.mlflow_server import MlflowServer, free_port
+from tests.service.tracking.helpers import register_by_publishing
 
 runner = CliRunner()
 
@@ -28,15 +27,17 @@ def registered(
 ) -> dict[str, Any]:
     """Two versions of one patch with eval scores 0.30 and 0.45."""
     name = f"cli-{uuid.uuid4().hex[:8]}"
-    tracker = Tracker(
-        mlflow_server.uri,
-        "registry-cli",
-        local_dir=tmp_path_factory.mktemp("reg"),
-        retry=RetryPolicy(attempts=2),
-    )
+    root = tmp_path_factory.mktemp("reg")
     for score in (0.30, 0.45):
-        with tracker.start_run("adapt") as run:
-            tracker.register_patch(run, trained_run["out"], name=name, eval_before=0.25, eval_after=score)
+        register_by_publishing(
+            root,
+            mlflow_server.uri,
+            "registry-cli",
+            trained_run["out"],
+            name,
+            evalBefore=0.25,
+            evalAfter=score,
+        )
     return {"name": name, "uri": mlflow_server.uri}
 
 

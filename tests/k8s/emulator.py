@@ -36,20 +36,28 @@ VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 def declare(kmock: Any) -> None:
     """Everything the operator lists, watches or creates; kopf waits for the CRD resource itself."""
     kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = {
-        "kind": "CustomResourceDefinition", "namespaced": False, "verbs": VERBS,
-    }  # fmt: skip
+        "kind": "CustomResourceDefinition",
+        "namespaced": False,
+        "verbs": VERBS,
+    }
     kmock.resources["v1/namespaces"] = {"kind": "Namespace", "namespaced": False, "verbs": VERBS}
     kmock.resources[EVENTS] = {"kind": "Event", "namespaced": True, "verbs": VERBS}
     kmock.resources[CONFIGMAPS] = {"kind": "ConfigMap", "namespaced": True, "verbs": VERBS}
     kmock.resources[PVCS] = {"kind": "PersistentVolumeClaim", "namespaced": True, "verbs": VERBS}
     kmock.resources[JOBS] = {"kind": "Job", "namespaced": True, "verbs": VERBS, "subresources": ["status"]}
     kmock.resources[LA] = {
-        "kind": "LayerAdaptation", "namespaced": True, "verbs": VERBS, "subresources": ["status"],
+        "kind": "LayerAdaptation",
+        "namespaced": True,
+        "verbs": VERBS,
+        "subresources": ["status"],
         "shortnames": ["la"],
-    }  # fmt: skip
+    }
     kmock.resources[TRAINJOB_RESOURCE] = {
-        "kind": "TrainJob", "namespaced": True, "verbs": VERBS, "subresources": ["status"],
-    }  # fmt: skip
+        "kind": "TrainJob",
+        "namespaced": True,
+        "verbs": VERBS,
+        "subresources": ["status"],
+    }
 
 
 def client(kmock: Any) -> Cluster:
@@ -155,8 +163,13 @@ async def set_job_status(kmock: Any, name: str, status: dict[str, Any], kind: st
     else:
         await asyncio.to_thread(
             api.custom.patch_namespaced_custom_object_status,
-            TRAINER_GROUP, TRAINER_VERSION, NAMESPACE, TRAINJOBS, name, {"status": status},
-        )  # fmt: skip
+            TRAINER_GROUP,
+            TRAINER_VERSION,
+            NAMESPACE,
+            TRAINJOBS,
+            name,
+            {"status": status},
+        )
 
 
 def completed(succeeded: int = 1) -> dict[str, Any]:
@@ -169,8 +182,11 @@ def completed(succeeded: int = 1) -> dict[str, Any]:
     }
 
 
-def failed(reason: str = "BackoffLimitExceeded", message: str = "Job has reached the specified backoff limit",
-           failed_indexes: str | None = None) -> dict[str, Any]:  # fmt: skip
+def failed(
+    reason: str = "BackoffLimitExceeded",
+    message: str = "Job has reached the specified backoff limit",
+    failed_indexes: str | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {
         "failed": 1,
         "conditions": [

@@ -18,9 +18,13 @@ from tests.k8s.schemas import TRAINJOB_CRD, crd_errors, structural_problems, val
 UID = "0c5e1a2b-77aa-4bb1-9a3e-5d6f7a8b9c0d"
 RESOURCE = Resource("ml", "demo-arith", UID)
 OWNER = {
-    "apiVersion": "layerpilot.dev/v1alpha1", "kind": "LayerAdaptation", "name": "demo-arith", "uid": UID,
-    "controller": True, "blockOwnerDeletion": True,
-}  # fmt: skip
+    "apiVersion": "layerpilot.dev/v1alpha1",
+    "kind": "LayerAdaptation",
+    "name": "demo-arith",
+    "uid": UID,
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
 
 
 def build(**spec: Any) -> Build:
@@ -39,22 +43,33 @@ def test_the_exact_probe_is_an_indexed_job_with_one_completion_per_unit() -> Non
     built = job(build(resources={"probeParallelism": 3, "retries": 1}), "probe", None, units=8)
     spec = built["spec"]
     assert {k: spec[k] for k in ("completionMode", "completions", "parallelism", "backoffLimitPerIndex")} == {
-        "completionMode": "Indexed", "completions": 8, "parallelism": 3, "backoffLimitPerIndex": 1,
-    }  # fmt: skip
+        "completionMode": "Indexed",
+        "completions": 8,
+        "parallelism": 3,
+        "backoffLimitPerIndex": 1,
+    }
     assert built["metadata"]["ownerReferences"] == [OWNER]
     fail_fast = spec["podFailurePolicy"]["rules"][0]
     assert fail_fast["action"] == "FailJob" and fail_fast["onExitCodes"]["values"] == [2]  # bad input
     pod = spec["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == [
-        "layerpilot", "probe", "run", "/etc/layerpilot/spec.yaml",
-        "--out", "/workspace/demo-arith-0c5e1/probe", "--layer-index", "job",
-    ]  # fmt: skip
+        "layerpilot",
+        "probe",
+        "run",
+        "/etc/layerpilot/spec.yaml",
+        "--out",
+        "/workspace/demo-arith-0c5e1/probe",
+        "--layer-index",
+        "job",
+    ]
     assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-    }  # fmt: skip
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/etc/layerpilot", "/workspace", "/tmp"}
     with pytest.raises(ValueError, match="number of units"):
         job(build(), "probe", None)
@@ -62,8 +77,10 @@ def test_the_exact_probe_is_an_indexed_job_with_one_completion_per_unit() -> Non
 
 def test_stage_commands_hand_files_to_each_other_through_the_workdir() -> None:
     b = build()
-    commands = {stage: job(b, stage, "run1", units=3)["spec"]["template"]["spec"]["containers"][0]["command"]
-                for stage in b.stages}  # fmt: skip
+    commands = {
+        stage: job(b, stage, "run1", units=3)["spec"]["template"]["spec"]["containers"][0]["command"]
+        for stage in b.stages
+    }
     w = "/workspace/demo-arith-0c5e1"
     assert commands["merge"] == [
         "layerpilot",
@@ -74,10 +91,24 @@ def test_stage_commands_hand_files_to_each_other_through_the_workdir() -> None:
         "/etc/layerpilot/spec.yaml",
     ]
     assert commands["train"] == [
-        "layerpilot", "train", "/etc/layerpilot/spec.yaml", "--from-probe", f"{w}/probe/probe_report.json",
-        "--out", f"{w}/train", "--resume",
-    ]  # fmt: skip
-    assert commands["register"][-4:] == ["--probe", f"{w}/probe", "--patch", f"{w}/train"]
+        "layerpilot",
+        "train",
+        "/etc/layerpilot/spec.yaml",
+        "--from-probe",
+        f"{w}/probe/probe_report.json",
+        "--out",
+        f"{w}/train",
+        "--resume",
+    ]
+    # the register Job's record (its evaluation) stays in the workspace, for a later sync
+    assert commands["register"][-6:] == [
+        "--probe",
+        f"{w}/probe",
+        "--patch",
+        f"{w}/train",
+        "--out",
+        f"{w}/register",
+    ]
     proxy = build(probe={"mode": "gradient"})
     assert proxy.stages == ("probe", "train", "register")
     assert job(proxy, "probe", "r")["spec"]["template"]["spec"]["containers"][0]["command"][4:6] == [

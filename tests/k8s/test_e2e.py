@@ -69,8 +69,12 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
     assert status["phase"] == "Succeeded", (status.get("message"), kubelet.logs)
     base = child_base(body)
     assert [p.rsplit("-", 2)[0] for p in kubelet.ran] == [
-        f"{base}-plan", *[f"{base}-probe"] * 4, f"{base}-merge", f"{base}-train", f"{base}-register",
-    ]  # fmt: skip
+        f"{base}-plan",
+        *[f"{base}-probe"] * 4,
+        f"{base}-merge",
+        f"{base}-train",
+        f"{base}-register",
+    ]
 
     # Real files on the shared workspace: the merged probe report, and a patch of the selected layer.
     work = tmp_path / "claims" / f"{base}-workspace" / base

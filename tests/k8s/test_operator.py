@@ -77,8 +77,13 @@ async def test_a_resource_runs_plan_probe_merge_train_register_to_succeeded(
         await wait_for(lambda: phase(kmock, "arith") == "Probing", what="Probing")
         container = plan["spec"]["template"]["spec"]["containers"][0]
         assert container["command"] == [
-            "layerpilot", "probe", "plan", "/etc/layerpilot/spec.yaml", "--out", f"/workspace/{base}/probe",
-        ]  # fmt: skip
+            "layerpilot",
+            "probe",
+            "plan",
+            "/etc/layerpilot/spec.yaml",
+            "--out",
+            f"/workspace/{base}/probe",
+        ]
         assert container["image"] == "registry.example/layerpilot:test"
         env = {e["name"]: e.get("value") for e in container["env"]}
         run_ids = status(kmock, "arith")["mlflow"]["runIds"]
@@ -133,8 +138,11 @@ async def test_a_resource_runs_plan_probe_merge_train_register_to_succeeded(
         assert (st["registeredModel"], st["modelVersion"]) == ("op-model", "7")
         conditions = {c["type"]: c for c in st["conditions"]}
         assert {k: c["status"] for k, c in conditions.items()} == {
-            "Probed": "True", "Trained": "True", "Registered": "True", "Ready": "True",
-        }  # fmt: skip
+            "Probed": "True",
+            "Trained": "True",
+            "Registered": "True",
+            "Ready": "True",
+        }
         assert all(c["observedGeneration"] == 1 and c["lastTransitionTime"] for c in conditions.values())
         assert st["completedStages"] == ["plan", "probe", "merge", "train", "register"]
 

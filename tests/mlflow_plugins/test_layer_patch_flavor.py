@@ -14,16 +14,15 @@ import yaml
 from mlflow import MlflowClient
 
 from mlflow_plugins import layer_patch_flavor
-from service.errors import SpecError
+from service.errors import InputError
 from service.evaluation import generate_greedy
 from service.models.hub import DEMO_MODEL_DIR
 from service.models.loading import load_model_and_tokenizer
 from service.patch import PATCH_META, apply_to_model, read_patch
 from service.spec.models import ModelSpec
-from service.tracking.registry import FLAVOR_MODULE, load_flavor
-from service.tracking.retries import RetryPolicy
-from service.tracking.runs import Tracker
+from service.tracking.flavor import LOADER_MODULE
 from tests.mlflow_server import MlflowServer
+from tests.service.tracking.helpers import register_by_publishing
 
 PROMPTS = ["12+7=", "3+45=", "99+1=", "50+50="]
 
@@ -42,9 +41,14 @@ def test_saved_model_holds_the_patch_and_a_readable_base_reference(
         p.relative_to(tmp_path / "model").as_posix() for p in (tmp_path / "model").rglob("*") if p.is_file()
     }
     assert files == {
-        "MLmodel", "conda.yaml", "python_env.yaml", "requirements.txt",
-        "patch/layer_patch.safetensors", "patch/layer_patch.json", "patch/deltas.json",
-    }  # fmt: skip
+        "MLmodel",
+        "conda.yaml",
+        "python_env.yaml",
+        "requirements.txt",
+        "patch/layer_patch.safetensors",
+        "patch/layer_patch.json",
+        "patch/deltas.json",
+    }
     size = sum(p.stat().st_size for p in (tmp_path / "model").rglob("*") if p.is_file())
     assert size < (DEMO_MODEL_DIR / "model.safetensors").stat().st_size / 4  # no base weights
 
@@ -54,12 +58,12 @@ def test_saved_model_holds_the_patch_and_a_readable_base_reference(
     assert flavor["base_model"]["uri"] == "builtin:demo"
     assert flavor["base_model"]["fingerprint"] == meta["base"]["fingerprint"]
     assert flavor["layers"] == [trained_run["layer"]] and flavor["base_weights_included"] is False
-    assert mlmodel["flavors"]["python_function"]["loader_module"] == FLAVOR_MODULE
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == layer_patch_flavor.__name__
     assert mlmodel["flavors"]["python_function"]["config"]["max_new_tokens"] == 6
     requirements = (tmp_path / "model" / "requirements.txt").read_text()
     assert "torch==" in requirements and "layerpilot==" in requirements and "+cpu" not in requirements
 
-    with pytest.raises(SpecError, match=r"^PATCH_DIR:"):
+    with pytest.raises(InputError, match=r"^PATCH_DIR:"):
         layer_patch_flavor.save_model(tmp_path, tmp_path / "other")
 
 
@@ -80,7 +84,7 @@ def test_loading_refuses_a_base_with_other_weights(trained_run: dict[str, Any], 
     meta = json.loads(meta_path.read_text())
     meta["base"]["fingerprint"] = "sha256:" + "0" * 64
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(SpecError, match=r"^BASE: base weights"):
+    with pytest.raises(InputError, match=r"^BASE: base weights"):
         mlflow.pyfunc.load_model(str(tmp_path / "model"))
 
 
@@ -104,12 +108,10 @@ def test_registered_version_round_trips_through_the_registry(
     tmp_path: Path,
     clean_mlflow_env: pytest.MonkeyPatch,
 ) -> None:
-    tracker = Tracker(mlflow_server.uri, "flavor", local_dir=tmp_path, retry=RetryPolicy(attempts=2))
     name = f"flavor-{uuid.uuid4().hex[:8]}"
-    with tracker.start_run("adapt") as run:
-        registered = tracker.register_patch(
-            run, trained_run["out"], name=name, eval_after=0.5, max_new_tokens=4
-        )
+    registered = register_by_publishing(
+        tmp_path, mlflow_server.uri, "flavor", trained_run["out"], name, evalAfter=0.5, maxNewTokens=4
+    )
     clean_mlflow_env.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@candidate")
     assert loaded.predict(PROMPTS) == _direct(trained_run["out"], 4)
@@ -124,6 +126,8 @@ def test_registered_version_round_trips_through_the_registry(
     assert size < (DEMO_MODEL_DIR / "model.safetensors").stat().st_size / 4
 
 
-def test_the_registry_reaches_the_flavor_by_its_module_name() -> None:
-    flavor = load_flavor()
-    assert flavor is layer_patch_flavor and flavor.FLAVOR_NAME == "layer_patch"
+def test_saved_models_name_the_plugin_as_their_loader() -> None:
+    # The engine saves, the plugin loads: the name MLflow imports is the plugin's, and the engine
+    # never imports it (import-linter checks that side).
+    assert layer_patch_flavor.__name__ == LOADER_MODULE and callable(layer_patch_flavor._load_pyfunc)
+    assert layer_patch_flavor.FLAVOR_NAME == "layer_patch"

@@ -17,8 +17,10 @@ from mlflow.tracking.request_header.registry import _request_header_provider_reg
 
 from mlflow_plugins.auth_header import BearerTokenHeaderProvider
 from mlflow_plugins.k8s_context import KubernetesRunContext
-from service.tracking.retries import RetryPolicy
-from service.tracking.runs import Tracker
+from service.record import Record
+from service.spec.models import MlflowSpec
+from service.tracking.publish import publish
+from service.tracking.publishing import tracking_for
 from tests.mlflow_server import MlflowServer
 
 
@@ -46,16 +48,20 @@ def test_runs_started_in_a_pod_carry_its_kubernetes_context(
         "POD_NAME": "demo-arith-probe-3-x7k2p",
     }.items():
         clean_mlflow_env.setenv(name, value)
-    tracker = Tracker(mlflow_server.uri, "k8s-context", local_dir=tmp_path, retry=RetryPolicy(attempts=2))
-    with tracker.start_run("adapt") as run:
-        pass
-    tags = MlflowClient(mlflow_server.uri).get_run(str(run.run_id)).data.tags
+    # The context is resolved where the job runs and kept in its record: a later publish from
+    # elsewhere (a sync on a laptop) still tags the run with the pod it ran in.
+    tracking = tracking_for(MlflowSpec(trackingUri=mlflow_server.uri, experiment="k8s-context"), tmp_path)
+    Record.start(tmp_path / "job", "adapt", tracking=tracking).end()
+    for name in ("KUBERNETES_SERVICE_HOST", "LAYERPILOT_NAMESPACE", "LAYERPILOT_JOB", "POD_NAME"):
+        clean_mlflow_env.delenv(name)
+    run_id = publish(tmp_path / "job").runs["."]
+    tags = MlflowClient(mlflow_server.uri).get_run(run_id).data.tags
     assert tags["layerpilot.k8s.namespace"] == "ml-team"
     assert tags["layerpilot.k8s.resource"] == "demo-arith"
     assert tags["layerpilot.k8s.job"] == "demo-arith-probe-3"
     assert tags["layerpilot.k8s.pod"] == "demo-arith-probe-3-x7k2p"
 
-    clean_mlflow_env.delenv("POD_NAME")
+    clean_mlflow_env.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     clean_mlflow_env.setenv("HOSTNAME", "fallback-pod")
     assert KubernetesRunContext().tags()["layerpilot.k8s.pod"] == "fallback-pod"
 

@@ -104,7 +104,7 @@ CASES: list[Case] = [
     Case("resume-other-layers", [*TRAIN, "--layers", "1", "--out", "{w}/patch", "--resume", NO], "--layers"),
     # the registry
     Case("registry-no-store", ["registry", "list", "--tracking-uri", "sqlite:///{w}/0.db"], "--tracking-uri"),
-]  # fmt: skip
+]
 CASES += [
     Case(f"spec-{field.removeprefix('spec.')}", ["eval", f"{{w}}/bad-{i}.yaml"], field.removeprefix("spec."))
     for i, (_, field) in enumerate(BAD_SPECS)
@@ -133,10 +133,18 @@ def _write_files(w: Path, patch_dir: Path) -> None:
         weights.unlink()
     tiny_bert().save_pretrained(w / "bert")
     (w / "remote").mkdir()
-    (w / "remote" / "config.json").write_text(json.dumps({
-        "model_type": "lp_custom", "architectures": ["Custom"],
-        "auto_map": {"AutoConfig": "conf_custom.CustomConfig", "AutoModelForCausalLM": "mod_custom.Custom"},
-    }))  # fmt: skip
+    (w / "remote" / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "lp_custom",
+                "architectures": ["Custom"],
+                "auto_map": {
+                    "AutoConfig": "conf_custom.CustomConfig",
+                    "AutoModelForCausalLM": "mod_custom.Custom",
+                },
+            }
+        )
+    )
     save_tiny(w / "llama")
     (w / "empty.jsonl").write_text("")
     (w / "header.csv").write_text("prompt,answer\n")

@@ -296,10 +296,17 @@ def test_hostile_programs_are_contained(
             continue
         marker = f"lp{secrets.token_hex(6)}"
         target = tmp_path / f"{marker}.txt"
-        program = textwrap.dedent(row.program).strip("\n").format(
-            marker=marker, port=listener.getsockname()[1], target=target, trainer=os.getpid(),
-            secret_name=SECRET_NAME,
-        )  # fmt: skip
+        program = (
+            textwrap.dedent(row.program)
+            .strip("\n")
+            .format(
+                marker=marker,
+                port=listener.getsockname()[1],
+                target=target,
+                trainer=os.getpid(),
+                secret_name=SECRET_NAME,
+            )
+        )
         children_before = _children_of(os.getpid())
         caplog.clear()
         started = time.monotonic()

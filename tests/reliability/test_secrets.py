@@ -1,10 +1,11 @@
-"""A canary token in the MLflow credentials variable appears nowhere a run leaves anything.
+"""A canary token in the MLflow credentials variable reaches the server, and nothing else.
 
-`adapt` runs against a real tracking server with `LAYERPILOT_MLFLOW_TOKEN` set (the request-header
-plugin sends it as `Authorization: Bearer`); afterwards every byte the run left is searched: its
-output, every file in the work directory, every run's params, tags, metrics keys and artifacts,
-and the registered version's tags and description. (`tests/k8s/test_e2e.py` does the same for the
-operator: status, events, Jobs, pod logs.)
+`adapt` runs against a real tracking server, through a proxy that keeps every request's headers,
+with `LAYERPILOT_MLFLOW_TOKEN` set (the request-header plugin sends it as `Authorization: Bearer`):
+the server must have been sent it. Afterwards every byte the run left is searched: its output,
+every file in the work directory, every run's params, tags, metrics keys and artifacts, and the
+registered version's tags and description. (`tests/k8s/test_e2e.py` does the same for the operator:
+status, events, Jobs, pod logs.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 
 from tests.conftest import small_spec_data
+from tests.http_proxy import proxy_to
 
 CANARY = "lp-canary-5d1f0c9e7b2a4c3d"
 SPEC: dict[str, Any] = small_spec_data(
@@ -38,14 +41,23 @@ def test_the_token_appears_in_no_output_file_run_artifact_or_version(
 ) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.uri, "LAYERPILOT_MLFLOW_TOKEN": CANARY}
-    env.pop("MLFLOW_RUN_ID", None)
     layerpilot = str(Path(sys.executable).parent / "layerpilot")
-    done = subprocess.run(
-        [layerpilot, "--verbose", "adapt", str(spec), "--workdir", str(tmp_path / "work"), "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    with proxy_to(mlflow_server.uri) as proxy:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": proxy.url, "LAYERPILOT_MLFLOW_TOKEN": CANARY}
+        env.pop("MLFLOW_RUN_ID", None)
+        done = subprocess.run(
+            [layerpilot, "--verbose", "adapt", str(spec), "--workdir", str(tmp_path / "work"), "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr[-2000:]
+    # It was sent: every request the job made to MLflow carried it.
+    sent = [request.headers.get("Authorization") for request in proxy.seen]
+    assert len(sent) > 20 and set(sent) == {f"Bearer {CANARY}"}, Counter(sent)
     appearances = {"output": (done.stdout + done.stderr).count(CANARY)}
 
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -11,7 +11,9 @@ from mlflow import MlflowClient
 
 from service.adapt import RESULT_JSON, adapt
 from service.probe.report import REPORT_JSON
+from service.record import RECORD_FILE
 from service.tracking import review
+from service.tracking.publish import PUBLISHED_FILE
 from tests.conftest import small_spec
 from tests.mlflow_server import MlflowServer, free_port
 
@@ -37,7 +39,7 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
 ) -> None:
     spec = adapt_spec(mlflow_server.uri, "adapt-tree")
     result = adapt(spec, tmp_path)
-    assert result.not_logged is None and result.registered is not None
+    assert result.tracked.not_logged is None and result.tracked.registered is not None
     client = MlflowClient(mlflow_server.uri)
     runs = _runs(client, "adapt-tree")
 
@@ -59,7 +61,7 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     # the spec as dotted params and the tags runs are found by
     assert parent.data.params["algorithm.learningRate"] == str(spec.algorithm.learning_rate)
     assert parent.data.tags["layerpilot.selected_layers"] == ",".join(map(str, result.layers))
-    assert parent.data.metrics["eval/after"] == pytest.approx(result.eval_after)
+    assert parent.data.metrics["eval/after"] == pytest.approx(result.evaluation.eval_after)
 
     # per-layer probe scores over depth, weight deltas at the trained layer's step
     history = client.get_metric_history(probe.info.run_id, "by_layer/score")
@@ -68,7 +70,8 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     assert {m.step: m.value for m in history} == {
         layer["index"]: pytest.approx(layer["score"]) for layer in report["layers"]
     }
-    assert report["mlflowRunId"] == probe.info.run_id
+    published = json.loads((tmp_path / PUBLISHED_FILE).read_text())  # where the record went
+    assert published["runs"]["probe"] == probe.info.run_id and published["complete"] is True
     deltas = client.get_metric_history(runs["train"].info.run_id, "by_layer/delta_relative")
     assert [m.step for m in deltas] == result.layers and deltas[0].value > 0
     # one naming scheme: TRL's metrics are train/* in the train run and in the probe's unit runs
@@ -77,7 +80,8 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     # summaries that mean something in a run table: the selected layer's, not the last layer's
     selected = next(layer for layer in report["layers"] if layer["index"] == result.layers[0])
     assert probe.data.metrics["probe/selected_score"] == pytest.approx(selected["score"])
-    assert parent.data.metrics["eval/gain"] == pytest.approx(result.eval_after - result.eval_before)
+    gain = result.evaluation.eval_after - result.evaluation.eval_before
+    assert parent.data.metrics["eval/gain"] == pytest.approx(gain)
 
     # artifacts: report and chart, the patch files, the spec
     assert {a.path for a in client.list_artifacts(probe.info.run_id)} == {
@@ -93,10 +97,11 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     # the registered version a reviewer decides on
     name = "adapt-tree-model"
     version = client.get_model_version_by_alias(name, "candidate")
-    assert str(version.version) == result.registered["version"]
+    assert str(version.version) == result.tracked.registered["version"]
     assert version.run_id == parent.info.run_id
-    assert "eval score" in version.description and f"{result.eval_after:.3f}" in version.description
-    assert version.tags["layerpilot.eval_score"] == str(result.eval_after)
+    after = result.evaluation.eval_after
+    assert "eval score" in version.description and f"{after:.3f}" in version.description
+    assert version.tags["layerpilot.eval_score"] == str(after)
     # what the operator reads back: the version on the run it comes from, the probe's answer
     assert parent.data.tags[review.REGISTERED_MODEL] == name
     assert parent.data.tags[review.MODEL_VERSION] == str(version.version)
@@ -116,7 +121,7 @@ def test_jobs_log_into_the_run_the_operator_created(
     clean_mlflow_env.setenv("MLFLOW_RUN_ID", operator_run)
     spec = adapt_spec(mlflow_server.uri, "adapt-adopted", probe={"mode": "gradient"})
     result = adapt(spec, tmp_path, register=False)
-    assert result.run_ids["adapt"] == operator_run
+    assert result.tracked.run_ids["adapt"] == operator_run
     runs = _runs(client, "adapt-adopted")
     assert {n for n, r in runs.items() if r.data.tags.get("mlflow.parentRunId") == operator_run} == {
         "probe",
@@ -146,15 +151,20 @@ def test_a_dead_server_loses_no_local_work_and_says_what_was_not_logged(
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["evalAfter"] is not None and summary["mlflow"]["registeredModel"] is None
-    assert f"MLflow at {dead} unreachable: not logged:" in result.stderr
+    assert f"MLflow at {dead} unreachable (connection refused): not published yet: " in result.stderr
+    assert "1 registration" in result.stderr and f"`layerpilot mlflow sync {work}`" in result.stderr
     assert "not registered as adapt-dead-model" in result.stderr
-    # every finished output is on disk, and so is what MLflow should have received
+    # every finished output is on disk, and so is the record MLflow will be published from
     for path in (
         "probe/probe_report.json",
         "probe/probe_report.png",
         "train/layer_patch.safetensors",
         RESULT_JSON,
+        RECORD_FILE,
+        f"train/{RECORD_FILE}",
+        "train/metrics.jsonl",
+        f"eval/{RECORD_FILE}",
     ):
         assert (work / path).is_file(), path
-    unlogged = [json.loads(line) for line in (work / "mlflow_unlogged.jsonl").read_text().splitlines()]
-    assert {entry["kind"] for entry in unlogged} >= {"run", "registration"}
+    assert json.loads((work / RECORD_FILE).read_text())["registration"]["name"] == "adapt-dead-model"
+    assert json.loads((work / PUBLISHED_FILE).read_text())["complete"] is False

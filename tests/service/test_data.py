@@ -12,7 +12,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from service.data import ARITH_DIR, load_rows
-from service.errors import SpecError
+from service.errors import InputError
 from service.evaluation import evaluate_model, generate_greedy, render_prompt
 from service.models.hub import DEMO_MODEL_DIR
 from service.models.loading import load_model_and_tokenizer
@@ -67,7 +67,7 @@ def test_a_conversation_column_is_kept_and_a_malformed_one_names_the_field(tmp_p
     assert train_rows[0]["prompt"] == [{"role": "user", "content": "75+60"}]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n".join(json.dumps({"prompt": ["75+60"], "answer": "135"}) for _ in range(8)))
-    with pytest.raises(SpecError, match=r"^dataset.promptField: row 1 of .* not of chat messages"):
+    with pytest.raises(InputError, match=r"^dataset.promptField: row 1 of .* not of chat messages"):
         load_rows(DatasetSpec(uri=str(bad), evalSize=2))
 
 
@@ -87,20 +87,26 @@ def test_evaluation_renders_a_conversation_with_the_template(tmp_path: Path) -> 
 
 
 def test_training_on_conversations_renders_them_and_rewards_get_text(tmp_path: Path) -> None:
-    spec = load_spec({
-        "model": {"uri": str(_chat_model(tmp_path))},
-        "dataset": {"uri": str(_conversations(tmp_path)), "promptField": "messages", "evalSize": 8},
-        "rewards": [{"name": f"{__name__}:recording_reward"}],
-        "algorithm": {"numGenerations": 4, "maxCompletionLength": 3, "learningRate": 1e-3},
-        "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
-    })  # fmt: skip
+    spec = load_spec(
+        {
+            "model": {"uri": str(_chat_model(tmp_path))},
+            "dataset": {"uri": str(_conversations(tmp_path)), "promptField": "messages", "evalSize": 8},
+            "rewards": [{"name": f"{__name__}:recording_reward"}],
+            "algorithm": {"numGenerations": 4, "maxCompletionLength": 3, "learningRate": 1e-3},
+            "training": {"maxSteps": 2, "batchSize": 8, "saveSteps": 2},
+        }
+    )
     SEEN.clear()
     result = train(spec, [2], tmp_path / "run")
     assert result.global_step == 2 and SEEN
     assert all(isinstance(c, str) for call in SEEN for c in call["completions"])  # text, not messages
     assert all(isinstance(p, list) and p[0]["role"] == "user" for call in SEEN for p in call["prompts"])
 
+    # The refusal names the cause: conversations in the prompt column, or `chatTemplate: true`.
     no_template = spec.model_copy(deep=True)
     no_template.model.uri = "builtin:demo"
-    with pytest.raises(SpecError, match=r"^dataset.chatTemplate: the prompts are conversations"):
+    with pytest.raises(InputError, match=r"^dataset.promptField: column 'messages' holds chat messages"):
         train(no_template, [2], tmp_path / "run-2")
+    asked = load_spec({"model": {"uri": "builtin:demo"}, "dataset": {"chatTemplate": True}})
+    with pytest.raises(InputError, match=r"^dataset.chatTemplate: the prompts are conversations"):
+        train(asked, [2], tmp_path / "run-3")

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import find_decoder_layers, inspect_stack
@@ -43,7 +43,7 @@ needs_smollm2 = pytest.mark.skipif(
 def test_a_directory_of_several_gguf_files_asks_which(tmp_path: Path) -> None:
     for name in ("a.Q4_0.gguf", "a.Q8_0.gguf"):
         (tmp_path / name).write_bytes(b"GGUF")
-    with pytest.raises(SpecError, match=r"^model.uri: .* holds several GGUF files .*; name one"):
+    with pytest.raises(InputError, match=r"^model.uri: .* holds several GGUF files .*; name one"):
         resolve_model_dir(str(tmp_path))
     assert resolve_model_dir(str(tmp_path / "a.Q8_0.gguf")) == (tmp_path / "a.Q8_0.gguf").resolve()
 
@@ -56,7 +56,7 @@ def test_without_the_gguf_package_the_error_says_what_to_install(
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a)
     )
-    with pytest.raises(SpecError, match=r"needs the gguf package.*pip install 'layerpilot\[gguf\]'"):
+    with pytest.raises(InputError, match=r"needs the gguf package.*pip install 'layerpilot\[gguf\]'"):
         load_model_and_tokenizer(ModelSpec(uri=str(tmp_path / "m.gguf")))
 
 
@@ -69,12 +69,15 @@ def test_a_gguf_model_trains_one_layer_and_takes_its_patch(tmp_path: Path) -> No
         inspect_stack(ModelSpec(uri=uri)).model_type == "llama"
         and len(inspect_stack(ModelSpec(uri=uri))) == 30
     )
-    spec = load_spec({
-        "model": {"uri": uri}, "dataset": {"uri": "builtin:arith", "evalSize": 8},
-        "rewards": [{"name": "format", "params": {"pattern": r"\s*\d.*"}}],
-        "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
-        "training": {"maxSteps": 1, "batchSize": 8, "saveSteps": 1},
-    })  # fmt: skip
+    spec = load_spec(
+        {
+            "model": {"uri": uri},
+            "dataset": {"uri": "builtin:arith", "evalSize": 8},
+            "rewards": [{"name": "format", "params": {"pattern": r"\s*\d.*"}}],
+            "algorithm": {"numGenerations": 4, "maxCompletionLength": 4, "learningRate": 1e-3},
+            "training": {"maxSteps": 1, "batchSize": 8, "saveSteps": 1},
+        }
+    )
     result = train(spec, [13], tmp_path / "run")
     assert result.deltas.relative[13] > 0
     patch = read_patch(tmp_path / "run")

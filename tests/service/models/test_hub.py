@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import LayerpilotError, SpecError
+from service.errors import InputError, LayerpilotError
 from service.models.hub import HUB_ALLOW_PATTERNS, resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
 from service.spec.models import ModelSpec
@@ -77,7 +77,7 @@ def test_uncached_hub_model_offline_is_a_one_line_runtime_error(offline_hub: Pat
     with pytest.raises(LayerpilotError) as caught:
         resolve_model_dir("hf://org/missing", "v2")
     error = caught.value
-    assert not isinstance(error, SpecError)
+    assert not isinstance(error, InputError)
     assert error.exit_code == 1
     message = str(error)
     assert "\n" not in message

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.errors import LayerpilotError, SpecError, UnsupportedArchitectureError
+from service.errors import InputError, LayerpilotError, UnsupportedArchitectureError
 from service.models import hub
 from service.models.hub import DEMO_MODEL_DIR, resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
@@ -77,10 +77,10 @@ def test_missing_or_wrong_local_paths_are_spec_errors(tmp_path: Path) -> None:
         (str(tmp_path / "file.txt"), "is a file"),
         (str(tmp_path / "empty"), "no config.json"),
     ]:
-        with pytest.raises(SpecError, match=needle) as caught:
+        with pytest.raises(InputError, match=needle) as caught:
             resolve_model_dir(uri)
         assert caught.value.field == "model.uri"
-        with pytest.raises(SpecError, match=needle):
+        with pytest.raises(InputError, match=needle):
             load_model_and_tokenizer(ModelSpec(uri=uri))
 
 
@@ -116,7 +116,7 @@ def test_trust_remote_code_is_off_by_default_and_refused(tmp_path: Path) -> None
     )
     (tmp_path / "configuration_tiny.py").write_text(SENTINEL_CODE)
     (tmp_path / "modeling_tiny.py").write_text(SENTINEL_CODE)
-    with pytest.raises(SpecError, match=r"modeling_tiny\.TinyForCausalLM") as caught:
+    with pytest.raises(InputError, match=r"modeling_tiny\.TinyForCausalLM") as caught:
         load_model_and_tokenizer(ModelSpec(uri=str(tmp_path)))
     assert caught.value.field == "model.trustRemoteCode"
     assert "model.trustRemoteCode: true" in str(caught.value)

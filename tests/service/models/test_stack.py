@@ -9,7 +9,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from service.errors import LayerpilotError, SpecError, UnsupportedArchitectureError
+from service.errors import InputError, LayerpilotError, UnsupportedArchitectureError
 from service.models.stack import LAYER_PATHS, LayerStack, count_parameters, find_decoder_layers, freeze_except
 from tests.service.models.tiny_models import (
     ARCHITECTURES,
@@ -96,7 +96,7 @@ def test_shared_weights_across_the_chosen_boundary_are_refused() -> None:
     model.get_submodule("model.layers.1.mlp.up_proj").weight = shared
     with pytest.raises(LayerpilotError, match="same tensor") as caught:
         freeze_except(model, stack, [1])
-    assert not isinstance(caught.value, SpecError)
+    assert not isinstance(caught.value, InputError)
     assert "model.layers.1.mlp.up_proj.weight" in str(caught.value)
     assert "model.layers.0.mlp.up_proj.weight" in str(caught.value)
     # Both sharers chosen: the shared tensor is trained as part of the chosen layers only.
@@ -111,7 +111,7 @@ def test_shared_weights_across_the_chosen_boundary_are_refused() -> None:
 def test_bad_indices_name_the_valid_range(indices: list[int], needle: str) -> None:
     model = tiny()
     stack = find_decoder_layers(model)
-    with pytest.raises(SpecError, match=needle.replace(".", r"\.")) as caught:
+    with pytest.raises(InputError, match=needle.replace(".", r"\.")) as caught:
         freeze_except(model, stack, indices)
     assert caught.value.field == "layers"
     assert all(p.requires_grad for p in model.parameters())  # nothing changed before the check
@@ -167,7 +167,7 @@ def test_layers_path_overrides_the_table() -> None:
     ],
 )
 def test_bad_layers_path_is_a_spec_error_listing_candidates(path: str, needle: str) -> None:
-    with pytest.raises(SpecError, match=needle) as caught:
+    with pytest.raises(InputError, match=needle) as caught:
         find_decoder_layers(tiny_bert(), path)
     assert caught.value.field == "model.layersPath"
     assert "bert.encoder.layer (2 × BertLayer)" in str(caught.value)
@@ -192,10 +192,31 @@ def test_known_type_with_unexpected_structure_lists_what_it_found() -> None:
 
 def test_architecture_table_covers_the_promised_model_types() -> None:
     promised = {
-        "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-        "gemma3_text", "phi3", "phi", "gpt2", "gpt_neox", "opt", "falcon", "gptj", "bloom", "olmo",
-        "olmo2", "starcoder2", "stablelm", "cohere", "granite",
-    }  # fmt: skip
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "phi3",
+        "phi",
+        "gpt2",
+        "gpt_neox",
+        "opt",
+        "falcon",
+        "gptj",
+        "bloom",
+        "olmo",
+        "olmo2",
+        "starcoder2",
+        "stablelm",
+        "cohere",
+        "granite",
+    }
     assert promised <= LAYER_PATHS.keys()
     assert LAYER_PATHS["opt"] == "model.decoder.layers"
     assert LAYER_PATHS["bloom"] == "transformer.h"

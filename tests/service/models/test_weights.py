@@ -48,9 +48,16 @@ def _fingerprint_from_loaded_tensors(model_dir: Path) -> str:
 def test_the_streamed_fingerprint_is_the_hash_of_the_loaded_tensors(tmp_path: Path) -> None:
     """Streaming from the files keeps every fingerprint already recorded in patches and runs valid."""
     model = AutoModelForCausalLM.from_config(
-        Qwen3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                    num_attention_heads=2, num_key_value_heads=1, head_dim=8)
-    ).to(torch.bfloat16)  # fmt: skip
+        Qwen3Config(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+        )
+    ).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "sharded", max_shard_size="8KB")
     assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
     for model_dir in (DEMO_MODEL_DIR, tmp_path / "sharded"):

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.probe.exact import merge_partials, run_exact
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
-from service.probe.units import partial_path, run_unit, units_for
+from service.probe.units import Unit, partial_path, run_unit, units_for
 from tests.conftest import RecordingProgress
 from tests.service.probe.helpers import NUM_LAYERS, probe_spec
 
@@ -77,8 +77,8 @@ def test_merged_partials_equal_the_single_process_report(exact_dir: Path, tmp_pa
 
 def test_missing_units_are_named_and_finished_ones_reused(exact_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(exact_dir / "partials", tmp_path / "partials")
-    partial_path(tmp_path, "4").unlink()
-    with pytest.raises(SpecError, match=r"units 4 have no result.*--layer-index"):
+    partial_path(tmp_path, Unit.parse("4")).unlink()
+    with pytest.raises(InputError, match=r"units 4 have no result.*--layer-index"):
         merge_partials(tmp_path, probe_spec())
     shown = RecordingProgress()
     report = run_exact(probe_spec(), tmp_path, parallel=1, progress=shown)
@@ -91,14 +91,14 @@ def test_missing_units_are_named_and_finished_ones_reused(exact_dir: Path, tmp_p
 def test_changed_probe_settings_do_not_reuse_old_units(exact_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(exact_dir / "partials", tmp_path / "partials")
     changed = probe_spec(algorithm={"learningRate": 2e-3}, probe={"layers": [2, 3]})
-    with pytest.raises(SpecError, match="no probe partial results"):
+    with pytest.raises(InputError, match="no probe partial results"):
         merge_partials(tmp_path, changed)
     # selection and training length do not change a unit's result, so they reuse it
     same = probe_spec(selection={"k": 1}, training={"maxSteps": 99})
     assert merge_partials(tmp_path, same).selected == [read_report(exact_dir).ranking[0]]
     # the changed probe runs its unit afresh instead of resuming the other settings' run
     shutil.copytree(exact_dir / "runs" / "layer-2", tmp_path / "runs" / "layer-2")
-    record = run_unit(changed, "2", tmp_path)
+    record = run_unit(changed, Unit.parse("2"), tmp_path)
     assert record["trainedSteps"] == 2 and record["learningRate"] == 2e-3
 
 
@@ -106,16 +106,16 @@ def test_indexed_job_pods_map_their_completion_index_to_a_unit(monkeypatch: pyte
     from service.probe.units import parse_unit
 
     candidates = [0, 2, 4]
-    assert units_for(candidates) == ["full", "0", "2", "4", "base"]
+    assert [str(u) for u in units_for(candidates)] == ["full", "0", "2", "4", "base"]
     seen = []
     for index in range(5):
         monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
         seen.append(parse_unit("job", candidates))
     assert seen == units_for(candidates)
     monkeypatch.setenv("JOB_COMPLETION_INDEX", "5")
-    with pytest.raises(SpecError, match=r"JOB_COMPLETION_INDEX in 0\.\.4"):
+    with pytest.raises(InputError, match=r"JOB_COMPLETION_INDEX in 0\.\.4"):
         parse_unit("job", candidates)
-    with pytest.raises(SpecError, match="candidate layer"):
+    with pytest.raises(InputError, match="candidate layer"):
         parse_unit("1", candidates)
 
 
@@ -136,7 +136,7 @@ def _write_partial(
         "seconds": 1.0,
         **({"itemScores": item_scores} if item_scores is not None else {}),
     }
-    path = partial_path(out, unit)
+    path = partial_path(out, Unit.parse(unit))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
 
@@ -199,10 +199,16 @@ def test_seeds_are_averaged_and_their_spread_widens_the_intervals(tmp_path: Path
     """Merged without a spec, the seeds present are used: layer 0 agrees across its two seeds, layer 1
     scores 180 and 150 — its S_k is the mean and its interval covers both seeds, wider than either."""
     units = {
-        "base": _items(120), "full": _items(180), "full#1": _items(180),
-        "0": _items(160), "0#1": _items(160), "1": _items(180), "1#1": _items(150),
-        "2": _items(120), "2#1": _items(120),
-    }  # fmt: skip
+        "base": _items(120),
+        "full": _items(180),
+        "full#1": _items(180),
+        "0": _items(160),
+        "0#1": _items(160),
+        "1": _items(180),
+        "1#1": _items(150),
+        "2": _items(120),
+        "2#1": _items(120),
+    }
     for unit, scores in units.items():
         _write_partial(tmp_path, unit, sum(scores) / len(scores), item_scores=scores)
     report = merge_partials(tmp_path)
@@ -214,8 +220,8 @@ def test_seeds_are_averaged_and_their_spread_widens_the_intervals(tmp_path: Path
     single = one_seed.layers[0].score_interval or (0.0, 0.0)  # layer 0 alone: no seed spread
     assert layers[0].score_interval == pytest.approx(single, abs=0.02)
     assert high - low > (single[1] - single[0]) and low < 150 / 300 + 0.02 and high > 180 / 300 - 0.02
-    partial_path(tmp_path, "2#1").unlink()
-    with pytest.raises(SpecError, match=r"units 2#1 have no result"):
+    partial_path(tmp_path, Unit.parse("2#1")).unlink()
+    with pytest.raises(InputError, match=r"units 2#1 have no result"):
         merge_partials(tmp_path)
 
 
@@ -236,7 +242,7 @@ def test_partials_without_item_scores_give_no_intervals(tmp_path: Path) -> None:
 @pytest.mark.heavy
 def test_demo_exact_probe_gives_finite_contributions(tmp_path: Path) -> None:
     """The shipped demo spec: full RL gains clearly, so every layer gets a finite C(k)."""
-    from service.demo import demo_spec
+    from service.spec.demo import demo_spec
 
     report = run_probe(demo_spec(), tmp_path, mode="exact", parallel=1)
     assert report.full_score is not None and report.baseline_score is not None
@@ -255,17 +261,19 @@ def test_more_seeds_add_units_and_keep_the_first_seeds(exact_dir: Path, tmp_path
     the one-seed probe in the same directory are reused, not run again."""
     shutil.copytree(exact_dir / "partials", tmp_path / "partials")
     spec = probe_spec(probe={"seeds": 2})
-    assert units_for([2, 3], 2) == ["full", "full#1", "2", "2#1", "3", "3#1", "base"]
+    assert [str(u) for u in units_for([2, 3], 2)] == ["full", "full#1", "2", "2#1", "3", "3#1", "base"]
     shown = RecordingProgress()
     report = run_exact(spec, tmp_path, parallel=1, progress=shown)
     ran = [note for note in shown.notes() if note.startswith("probe [")]
     assert len(ran) == NUM_LAYERS + 1 and all("(seed +1): score" in note for note in ran)
     assert report.extra["seeds"] == 2
     for layer in report.layers:
-        first = json.loads(partial_path(tmp_path, str(layer.index)).read_text())
-        again = json.loads(partial_path(tmp_path, f"{layer.index}#1").read_text())
+        first = json.loads(partial_path(tmp_path, Unit.parse(str(layer.index))).read_text())
+        again = json.loads(partial_path(tmp_path, Unit.parse(f"{layer.index}#1")).read_text())
         assert layer.score == pytest.approx((first["score"] + again["score"]) / 2)
     # the other seed trained other weights (its data order and sampling differ)
-    deltas = [json.loads(partial_path(tmp_path, u).read_text())["deltas"]["3"] for u in ("3", "3#1")]
+    deltas = [
+        json.loads(partial_path(tmp_path, Unit.parse(u)).read_text())["deltas"]["3"] for u in ("3", "3#1")
+    ]
     assert deltas[0] != deltas[1]
     assert (tmp_path / "runs" / "layer-3-seed-1" / "deltas.json").exists()

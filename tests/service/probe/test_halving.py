@@ -11,12 +11,12 @@ import pytest
 from rich.console import Console
 
 from cli.tables import layer_table
-from service.errors import SpecError
+from service.errors import InputError
 from service.probe.exact import run_exact
 from service.probe.halving import halving_plan, merge_halving
 from service.probe.report import REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
-from service.probe.units import PARTIALS, partial_path, run_unit
+from service.probe.units import PARTIALS, Unit, partial_path, run_unit
 from tests.conftest import RecordingProgress
 from tests.service.probe.helpers import NUM_LAYERS, probe_spec
 
@@ -73,7 +73,7 @@ def test_only_the_finalists_train_the_whole_length(halving_dir: Path) -> None:
     assert all(layer["contribution"] is None for layer in by_rank[2:])
     cut = by_rank[-1]["index"]
     assert not (halving_dir / "runs" / f"layer-{cut}" / "checkpoints").exists()
-    assert partial_path(halving_dir, f"{cut}@1").is_file()
+    assert partial_path(halving_dir, Unit.parse(f"{cut}@1")).is_file()
     assert any("halving: layers" in note for note in data["notes"])
     assert (halving_dir / REPORT_PNG).stat().st_size > 10_000
     shown = Console(width=120, record=True)
@@ -86,11 +86,11 @@ def test_a_finalist_scores_what_its_exact_unit_scores(halving_dir: Path, tmp_pat
     report = read_report(halving_dir)
     spec = halving_spec()
     for index in report.selected:
-        record = run_unit(spec, str(index), tmp_path)  # fresh, uninterrupted
+        record = run_unit(spec, Unit.of(index), tmp_path)  # fresh, uninterrupted
         assert record["score"] == report.layers[index].score
         assert (
             record["itemScores"]
-            == json.loads(partial_path(halving_dir, str(index)).read_text())["itemScores"]
+            == json.loads(partial_path(halving_dir, Unit.parse(str(index))).read_text())["itemScores"]
         )
 
 
@@ -107,9 +107,9 @@ def test_exact_in_the_same_directory_reuses_the_halving_units(halving_dir: Path,
 def test_an_interrupted_halving_probe_continues_where_it_stopped(halving_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(halving_dir / PARTIALS, tmp_path / PARTIALS)
     finalist = read_report(halving_dir).selected[0]
-    partial_path(tmp_path, str(finalist)).unlink()
+    partial_path(tmp_path, Unit.parse(str(finalist))).unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in (tmp_path / PARTIALS).iterdir()}
-    with pytest.raises(SpecError, match=rf"units {finalist} have no result.*continues where it stopped"):
+    with pytest.raises(InputError, match=rf"units {finalist} have no result.*continues where it stopped"):
         merge_halving(tmp_path, halving_spec())
     shown = RecordingProgress()
     report = run_probe(halving_spec(), tmp_path, parallel=1, progress=shown)
@@ -127,11 +127,17 @@ def test_with_seeds_every_rung_runs_each_seed_and_cuts_on_their_mean(tmp_path: P
     assert report.extra["seeds"] == 2
     for layer in report.layers:
         unit = str(layer.index) if layer.index in rungs[1]["layers"] else f"{layer.index}@1"
-        scores = [json.loads(partial_path(tmp_path, u).read_text())["score"] for u in (unit, f"{unit}#1")]
+        scores = [
+            json.loads(partial_path(tmp_path, Unit.parse(u)).read_text())["score"]
+            for u in (unit, f"{unit}#1")
+        ]
         assert layer.score == sum(scores) / 2
     cut = next(i for i in rungs[0]["layers"] if i not in rungs[1]["layers"])
     first = {
-        i: sum(json.loads(partial_path(tmp_path, f"{i}@1{s}").read_text())["score"] for s in ("", "#1"))
+        i: sum(
+            json.loads(partial_path(tmp_path, Unit.parse(f"{i}@1{s}")).read_text())["score"]
+            for s in ("", "#1")
+        )
         for i in rungs[0]["layers"]
     }
     assert first[cut] <= min(first[i] for i in rungs[1]["layers"])

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import find_decoder_layers
 from service.probe.plan import export_plan
@@ -74,12 +74,12 @@ def test_peft_lora_lands_only_in_the_selected_layers() -> None:
 def test_llamafactory_expresses_first_or_last_layers_only(demo_model: torch.nn.Module) -> None:
     assert export_plan(_report(demo_model, [4, 5]), "llamafactory")["freeze_trainable_layers"] == 2
     assert export_plan(_report(demo_model, [0]), "llamafactory")["freeze_trainable_layers"] == -1
-    with pytest.raises(SpecError, match=r"--format: LLaMA-Factory .* \[2\] are neither; use --format peft"):
+    with pytest.raises(InputError, match=r"--format: LLaMA-Factory .* \[2\] are neither; use --format peft"):
         export_plan(_report(demo_model, [2]), "llamafactory")
 
 
 def test_unknown_format_and_empty_selection_are_refused(demo_model: torch.nn.Module) -> None:
-    with pytest.raises(SpecError, match="--format"):
+    with pytest.raises(InputError, match="--format"):
         export_plan(_report(demo_model, [1]), "deepspeed")
-    with pytest.raises(SpecError, match="REPORT"):
+    with pytest.raises(InputError, match="REPORT"):
         export_plan(_report(demo_model, []), "regex")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.probe.report import LayerScore, ProbeReport, rank_layers
 from service.probe.selection import select_layers
 from service.spec.models import SelectionSpec
@@ -42,5 +42,5 @@ def test_selection_strategies(selection: dict[str, Any], expected: list[int]) ->
 
 
 def test_top_k_beyond_the_probed_layers_is_refused() -> None:
-    with pytest.raises(SpecError, match=r"selection\.k"):
+    with pytest.raises(InputError, match=r"selection\.k"):
         select_layers(SelectionSpec(k=3), _report({1: 0.5, 2: 0.1}))

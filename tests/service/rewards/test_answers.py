@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.rewards.base import completion_text
 from tests.service.rewards.helpers import chat, reward
 
@@ -68,7 +68,7 @@ def test_exact_answer_conversational_and_extra_kwargs_ignored() -> None:
 
 
 def test_exact_answer_without_answer_column_names_the_dataset_field() -> None:
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(InputError) as info:
         reward("exact_answer")(["82"], prompts=["37+45="])
     assert info.value.field == "dataset.answerField"
 
@@ -111,6 +111,6 @@ def test_format_custom_pattern() -> None:
 
 
 def test_format_invalid_regex_names_the_param() -> None:
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(InputError) as info:
         reward("format", pattern="(unclosed")
     assert info.value.field == "rewards[0].params.pattern"

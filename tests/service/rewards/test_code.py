@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import LayerpilotError, SpecError
+from service.errors import InputError, LayerpilotError
 from service.rewards import code as code_module
 from service.rewards import sandbox_child
 from service.rewards.code import extract_code, isolation
@@ -42,7 +42,7 @@ def test_code_tests_takes_the_last_fenced_block() -> None:
 def test_code_tests_accepts_a_list_of_asserts_and_a_custom_column() -> None:
     func = reward("code_tests", tests_field="test_list")
     assert func([ADD], test_list=[["assert add(1, 1) == 2", "assert add(0, 0) == 0"]]) == [1.0]
-    with pytest.raises(SpecError, match="test_list"):
+    with pytest.raises(InputError, match="test_list"):
         func([ADD], tests=[ADD_TESTS])
 
 
@@ -239,7 +239,7 @@ def test_layerpilot_sandbox_that_cannot_be_met_is_refused_when_the_reward_is_bui
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("LAYERPILOT_SANDBOX", "docker")
-    with pytest.raises(SpecError, match="LAYERPILOT_SANDBOX: 'docker' is not auto, bubblewrap or rlimits"):
+    with pytest.raises(InputError, match="LAYERPILOT_SANDBOX: 'docker' is not auto, bubblewrap or rlimits"):
         reward("code_tests")
     monkeypatch.setenv("LAYERPILOT_SANDBOX", "bubblewrap")
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it

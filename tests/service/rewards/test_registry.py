@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.rewards.registry import REGISTRY, available_rewards, build_reward, build_rewards
 from service.spec.models import RewardSpec
 from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, reward
@@ -29,7 +29,7 @@ def test_every_registered_reward_builds_with_defaults_and_is_named() -> None:
 
 
 def test_unknown_reward_suggests_a_close_match() -> None:
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(InputError) as info:
         build_reward(RewardSpec(name="exact_answr"), index=2)
     assert info.value.field == "rewards[2].name"
     assert "exact_answer" in (info.value.fix or "")
@@ -49,13 +49,13 @@ def test_unknown_reward_suggests_a_close_match() -> None:
     ],
 )
 def test_bad_params_name_the_key(name: str, params: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(InputError) as info:
         reward(name, **params)
     assert info.value.field == field
 
 
 def test_misspelt_param_suggests_the_right_one() -> None:
-    with pytest.raises(SpecError, match="did you mean 'pattern'"):
+    with pytest.raises(InputError, match="did you mean 'pattern'"):
         reward("format", patern="x")
 
 
@@ -108,7 +108,7 @@ def test_custom_reward_is_imported_and_params_bound(custom_module: str) -> None:
 )
 def test_bad_custom_reward_names_the_field(custom_module: str, target: str, problem: str) -> None:
     specs = [RewardSpec(name="format"), RewardSpec(name=target.format(m=custom_module))]
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(InputError) as info:
         build_rewards(specs)
     assert info.value.field == "rewards[1].name"
     assert problem in info.value.problem

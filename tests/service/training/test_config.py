@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.training.config import choose_precision, grpo_config_kwargs
 from tests.conftest import small_spec
 
@@ -24,7 +24,7 @@ def test_dr_grpo_uses_the_unbiased_settings(tmp_path: Path) -> None:
 
 
 def test_bfloat16_is_refused_without_cuda() -> None:
-    with pytest.raises(SpecError, match=r"training\.precision"):
+    with pytest.raises(InputError, match=r"training\.precision"):
         choose_precision("bfloat16", "cpu")
     cpu = choose_precision("auto", "cpu")
     assert cpu.load_dtype == torch.float32 and not cpu.bf16
@@ -35,11 +35,11 @@ def test_extra_options_are_validated_against_trl(tmp_path: Path) -> None:
     ok = small_spec(algorithm={"extra": {"epsilon": 0.3, "mask_truncated_completions": True}})
     kwargs = grpo_config_kwargs(ok, tmp_path, max_steps=1, precision=precision)
     assert kwargs["epsilon"] == 0.3 and kwargs["mask_truncated_completions"] is True
-    with pytest.raises(SpecError, match=r"algorithm\.extra\.epsilonn: .*did you mean `epsilon`"):
+    with pytest.raises(InputError, match=r"algorithm\.extra\.epsilonn: .*did you mean `epsilon`"):
         grpo_config_kwargs(
             small_spec(algorithm={"extra": {"epsilonn": 0.3}}), tmp_path, max_steps=1, precision=precision
         )
-    with pytest.raises(SpecError, match=r"set algorithm\.learningRate instead"):
+    with pytest.raises(InputError, match=r"set algorithm\.learningRate instead"):
         grpo_config_kwargs(
             small_spec(algorithm={"extra": {"learning_rate": 0.3}}),
             tmp_path,

@@ -59,8 +59,18 @@ def test_the_cli_under_torchrun_prints_one_result_and_resumes(tmp_path: Path) ->
     patch = read_patch(tmp_path / "run")
     assert patch.layers == [2] and all(k.startswith("model.layers.2.") for k in patch.tensors)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoints", "deltas.json", "layer_patch.json", "layer_patch.safetensors", "run.json",
-    ]  # fmt: skip
+        "checkpoints",
+        "deltas.json",
+        "layer_patch.json",
+        "layer_patch.safetensors",
+        "metrics.jsonl",
+        "record.json",
+        "run.json",
+        "spec.json",
+    ]
+    # one record, the main rank's: one line per step, not one per rank
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "train/loss" in line["metrics"]] == [1, 2]
 
     resumed = launch([*args, "--resume", "--no-mlflow", "--json"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

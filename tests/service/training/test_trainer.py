@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from service.errors import SpecError
+from service.errors import InputError
 from service.models.hub import DEMO_MODEL_DIR
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import find_decoder_layers, freeze_except
@@ -120,11 +120,11 @@ def test_resume_after_interruption_finishes_at_the_same_step(tmp_path: Path) -> 
     assert checkpoint is not None and checkpoint.name == "checkpoint-2"
     assert not (out / PATCH_TENSORS).exists()
 
-    with pytest.raises(SpecError, match="--resume"):
+    with pytest.raises(InputError, match="--resume"):
         train(spec, [1], out)
-    with pytest.raises(SpecError, match="trains layers"):
+    with pytest.raises(InputError, match="trains layers"):
         train(spec, [3], out, resume=True)
-    with pytest.raises(SpecError, match="other settings"):
+    with pytest.raises(InputError, match="other settings"):
         train(
             small_spec(training={"maxSteps": 4, "saveSteps": 2}, algorithm={"beta": 0.1}),
             [1],
@@ -207,5 +207,5 @@ def test_a_run_stopped_early_and_continued_equals_one_uninterrupted_run(tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
     assert any(not torch.equal(halfway[name], b[name]) for name in a)  # it did train on
     assert straight.deltas.relative == continued.deltas.relative
-    with pytest.raises(SpecError, match="past step 2"):
+    with pytest.raises(InputError, match="past step 2"):
         train(spec, [2], tmp_path / "straight", resume=True, stop_at=2)
