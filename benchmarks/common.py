@@ -176,7 +176,7 @@ def train_outside_layerpilot(
     from service.models.stack import count_parameters
     from service.rewards.registry import build_rewards
     from service.training.config import choose_precision, grpo_config_kwargs
-    from service.training.trainer import build_trainer
+    from service.training.grpo import build_trainer
 
     model, tokenizer = load_model_and_tokenizer(spec.model)
     torch.manual_seed(spec.training.seed)  # LoRA's initial adapters

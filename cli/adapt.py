@@ -41,6 +41,7 @@ WorkdirOpt = Annotated[
 @app.command()
 @guarded
 def adapt(
+    *,
     spec_path: SpecArg = None,
     workdir: WorkdirOpt = Path("layerpilot-adapt"),
     mode: Annotated[
@@ -85,12 +86,13 @@ def adapt(
             from_phase=from_phase,
             progress=shown,
         )
-    finish(result.to_json(), spec.mlflow.registered_model, as_json)
+    finish(result.to_json(), spec.mlflow.registered_model, as_json=as_json)
 
 
 @app.command()
 @guarded
 def demo(
+    *,
     workdir: WorkdirOpt = Path("layerpilot-demo"),
     max_steps: Annotated[
         int | None,
@@ -108,7 +110,7 @@ def demo(
     check_output_dir(workdir, "--workdir")
     with progress_display() as shown:
         summary = run_demo(workdir, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
-    finish(summary, demo_spec().mlflow.registered_model, as_json)
+    finish(summary, demo_spec().mlflow.registered_model, as_json=as_json)
 
 
 def render(summary: dict[str, Any]) -> None:
@@ -132,9 +134,9 @@ def render(summary: dict[str, Any]) -> None:
     show_registered(tracking.get("registeredModel"), tracking["trackingUri"], tracking.get("experimentId"))
 
 
-def finish(summary: dict[str, Any], registered_model: str | None, as_json: bool) -> None:
+def finish(summary: dict[str, Any], registered_model: str | None, *, as_json: bool) -> None:
     """Print the result; exit 1 when the job finished but its registration did not happen."""
-    emit(summary, as_json, lambda: render(summary))
+    emit(summary, as_json=as_json, render=lambda: render(summary))
     tracking = summary["mlflow"]
     if tracking.get("notLogged"):
         warn(tracking["notLogged"])

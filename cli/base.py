@@ -59,8 +59,8 @@ class Group(TyperGroup):
         args: Any = None,
         prog_name: str | None = None,
         complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
+        standalone_mode: bool = True,  # noqa: FBT001, FBT002 - click's own signature
+        windows_expand_args: bool = True,  # noqa: FBT001, FBT002
         **extra: Any,
     ) -> Any:
         forward = {"windows_expand_args": windows_expand_args, **extra}

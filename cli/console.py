@@ -53,7 +53,7 @@ def note(text: str) -> None:
     err.print(f"note: {text}", markup=False)
 
 
-def emit(data: dict[str, Any], as_json: bool, render: Callable[[], None]) -> None:
+def emit(data: dict[str, Any], *, as_json: bool, render: Callable[[], None]) -> None:
     """The result: JSON on stdout for machines, or `render()` for people."""
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -71,7 +71,7 @@ def print_json_error(message: str, *, exit_code: int, error: BaseException | Non
     sys.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
 
 
-def _fail(message: str, exit_code: int, as_json: bool, error: BaseException | None = None) -> typer.Exit:
+def _fail(message: str, exit_code: int, *, as_json: bool, error: BaseException | None = None) -> typer.Exit:
     if as_json:
         print_json_error(message, exit_code=exit_code, error=error)
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
@@ -89,16 +89,18 @@ def guarded(func: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except LayerpilotError as error:
-            raise _fail(str(error), error.exit_code, as_json, error) from None
+            raise _fail(str(error), error.exit_code, as_json=as_json, error=error) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted; finished work is kept (continue with --resume)", 130, as_json) from None
+            raise _fail(
+                "interrupted; finished work is kept (continue with --resume)", 130, as_json=as_json
+            ) from None
         except Exception as error:
             if os.environ.get("LAYERPILOT_DEBUG"):
                 raise
             message = (
                 f"{type(error).__name__}: {first_line(error)} (set LAYERPILOT_DEBUG=1 for the traceback)"
             )
-            raise _fail(message, 1, as_json, error) from None
+            raise _fail(message, 1, as_json=as_json, error=error) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -28,6 +28,7 @@ app = App()
 @app.command("eval")
 @guarded
 def evaluate(
+    *,
     spec_path: SpecArg = None,
     patch: Annotated[
         Path | None, typer.Option("--patch", metavar="DIR", help="Score base + the layer patch in DIR.")
@@ -53,4 +54,4 @@ def evaluate(
         for name, value in result.rewards.items():
             say(f"  {name}: {value:.4f}")
 
-    emit(result.to_json(), as_json, render)
+    emit(result.to_json(), as_json=as_json, render=render)

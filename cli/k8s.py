@@ -38,6 +38,7 @@ NamespaceOpt = Annotated[
 @app.command("manifests")
 @guarded
 def manifests(
+    *,
     image: Annotated[
         str | None,
         typer.Option("--image", metavar="IMAGE", help="Image of the operator and, by default, of its Jobs."),
@@ -70,6 +71,7 @@ def manifests(
 @app.command("submit")
 @guarded
 def submit(
+    *,
     spec_path: Annotated[
         Path,
         typer.Argument(metavar="SPEC", help="LayerAdaptation YAML (the whole resource or only its spec)."),
@@ -115,12 +117,13 @@ def submit(
         say(f"created LayerAdaptation {ns}/{chosen}")
         field("follow it:", f"layerpilot k8s status {chosen} -n {ns}")
 
-    emit(result, as_json, render)
+    emit(result, as_json=as_json, render=render)
 
 
 @app.command("status")
 @guarded
 def status(
+    *,
     name: Annotated[str, typer.Argument(metavar="NAME", help="LayerAdaptation name.")],
     namespace: NamespaceOpt = None,
     as_json: JsonOpt = False,
@@ -187,12 +190,13 @@ def status(
         if mlflow.get("url"):
             field("MLflow:", mlflow["url"])
 
-    emit(result, as_json, render)
+    emit(result, as_json=as_json, render=render)
 
 
 @operator_app.command("run")
 @guarded
 def run(
+    *,
     namespace: Annotated[
         str | None,
         typer.Option("--namespace", "-n", metavar="NS", help="Watch only this namespace (default: all)."),

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import adapt, evaluate, k8s, patch, plan, probe, register, registry, rewards, train
+from cli import adapt, evaluate, export, k8s, patch, probe, register, registry, rewards, train
 from cli import mlflow as mlflow_commands
 from cli.base import App
 from cli.verbosity import quiet_libraries, verbose_from_env
@@ -23,7 +23,16 @@ app = App(
     help="RL post-training of only the decoder layers that matter: probe, train, patch, register.",
     no_args_is_help=True,
 )
-for group in (adapt.app, probe.app, train.app, evaluate.app, patch.app, plan.app, registry.app, rewards.app):
+for group in (
+    adapt.app,
+    probe.app,
+    train.app,
+    evaluate.app,
+    patch.app,
+    export.app,
+    registry.app,
+    rewards.app,
+):
     app.add_typer(group)
 app.add_typer(register.app)  # the last stage of adapt on its own
 app.add_typer(mlflow_commands.app)  # replay what a tracking outage kept in a workdir
@@ -31,7 +40,7 @@ for group in (k8s.app, k8s.operator_app):
     app.add_typer(group)
 
 
-def _version(value: bool) -> None:
+def _version(value: bool) -> None:  # noqa: FBT001 - click calls an option's callback with its value
     if value:
         versions = []
         for package in ("torch", "transformers", "trl", "mlflow"):
@@ -45,6 +54,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    *,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", help="Show the libraries' own logs, warnings and progress bars too."),
@@ -55,7 +65,7 @@ def root(
     ] = False,
 ) -> None:
     """RL post-training of only the decoder layers that matter: probe, train, patch, register."""
-    quiet_libraries(verbose or verbose_from_env())
+    quiet_libraries(verbose=verbose or verbose_from_env())
 
 
 def main() -> None:

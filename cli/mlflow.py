@@ -22,6 +22,7 @@ app = App(
 @app.command()
 @guarded
 def sync(
+    *,
     workdir: Annotated[
         Path,
         typer.Argument(
@@ -54,7 +55,7 @@ def sync(
         if result.complete:  # a partial publish says so on stderr, below; paths are never wrapped
             out.print(result.line(), soft_wrap=True, markup=False, highlight=False)
 
-    emit(result.to_json(), as_json, render)
+    emit(result.to_json(), as_json=as_json, render=render)
     if not result.complete:
         err.print(f"[bold red]error:[/] {escape(result.line())}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -17,6 +17,7 @@ app = App(name="patch", help="Layer patches: apply one to its base model.", no_a
 @app.command("apply")
 @guarded
 def apply(
+    *,
     base: Annotated[str, typer.Argument(metavar="BASE", help="Base model URI the patch was trained on.")],
     patch_dir: Annotated[
         Path, typer.Argument(metavar="PATCH_DIR", help="Directory holding layer_patch.safetensors.")
@@ -30,6 +31,6 @@ def apply(
     written = apply_patch(base, patch_dir, out_dir)
     emit(
         {"outDir": str(written["outDir"]), "layers": written["layers"], "tensors": written["tensors"]},
-        as_json,
-        lambda: field(f"layers {written['layers']} applied:", str(written["outDir"])),
+        as_json=as_json,
+        render=lambda: field(f"layers {written['layers']} applied:", str(written["outDir"])),
     )

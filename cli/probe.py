@@ -55,6 +55,7 @@ ModeOpt = Annotated[
 @app.command("run")
 @guarded
 def run(
+    *,
     spec_path: SpecArg = None,
     mode: ModeOpt = None,
     out_dir: OutOpt = Path("layerpilot-probe"),
@@ -104,8 +105,8 @@ def run(
         if is_main():  # under torchrun every rank trains the unit; only the main one prints
             emit(
                 partial,
-                as_json,
-                lambda: say(f"{unit.label}: score {partial['score']:.4f} ({partial['seconds']:.0f}s)"),
+                as_json=as_json,
+                render=lambda: say(f"{unit.label}: score {partial['score']:.4f} ({partial['seconds']:.0f}s)"),
             )
         return
 
@@ -124,10 +125,10 @@ def run(
             progress=shown,
             record=record,
         )
-    print_report(report, out_dir, as_json)
+    print_report(report, out_dir, as_json=as_json)
 
 
-def print_report(report: ProbeReport, out_dir: Path, as_json: bool) -> None:
+def print_report(report: ProbeReport, out_dir: Path, *, as_json: bool) -> None:
     def render() -> None:
         say(probe_heading(report))
         out.print(layer_table(report))
@@ -138,12 +139,13 @@ def print_report(report: ProbeReport, out_dir: Path, as_json: bool) -> None:
         field("report:", str(out_dir / REPORT_JSON))
         field("chart:", str(out_dir / REPORT_PNG))
 
-    emit(report.to_json(), as_json, render)
+    emit(report.to_json(), as_json=as_json, render=render)
 
 
 @app.command("plan")
 @guarded
 def plan(
+    *,
     spec_path: SpecArg = None,
     out_dir: OutOpt = Path("layerpilot-probe"),
     model: ModelOpt = None,
@@ -170,14 +172,17 @@ def plan(
         write_json(out_dir / "probe_plan.json", result)
     emit(
         result,
-        as_json,
-        lambda: say(f"{len(units)} units for {spec.model.uri} ({len(stack)} layers): {', '.join(labels)}"),
+        as_json=as_json,
+        render=lambda: say(
+            f"{len(units)} units for {spec.model.uri} ({len(stack)} layers): {', '.join(labels)}"
+        ),
     )
 
 
 @app.command("merge")
 @guarded
 def merge(
+    *,
     probe_dir: Annotated[
         Path, typer.Argument(metavar="PROBE_DIR", help="The --out directory the units wrote to.")
     ],
@@ -192,6 +197,7 @@ def merge(
 
     A halving probe's results merge with its spec (`--spec`), whose rungs say which units count.
     """
+    from service.probe.chart import write_report
     from service.probe.exact import merge_partials  # deferred: loads torch (seconds)
     from service.probe.halving import merge_halving
     from service.probe.recorded import record_probe
@@ -206,14 +212,15 @@ def merge(
         report.selected = select_layers(SelectionSpec(), report)
     # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.
     with published(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow) as record:
-        report.write(probe_dir)
+        write_report(report, probe_dir)
         record_probe(record, report, probe_dir)
-    print_report(report, probe_dir, as_json)
+    print_report(report, probe_dir, as_json=as_json)
 
 
 @app.command("validate")
 @guarded
 def validate(
+    *,
     spec_path: SpecArg = None,
     out_dir: OutOpt = Path("layerpilot-validate"),
     parallel: Annotated[
@@ -242,7 +249,7 @@ def validate(
         say(f"exact ranking, best first: {result['exact']['ranking']}")
         field("details:", str(out_dir / VALIDATION_JSON))
 
-    emit(result, as_json, render)
+    emit(result, as_json=as_json, render=render)
 
 
 def _agreement_table(result: dict[str, Any]) -> Table:

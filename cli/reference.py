@@ -19,19 +19,21 @@ import typer.main
 from typer.core import TyperArgument, TyperGroup
 
 from cli.main import app
-from service.adapt import EVAL_DIR, EVAL_JSON, REGISTER_FIELDS, RESULT_FIELDS, RESULT_JSON
-from service.evaluation import EVAL_METRICS
+from service.adapt import RESULT_FIELDS, RESULT_JSON
+from service.evaluation import EVAL_METRICS, EVAL_RESULT_FIELDS
 from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
 from service.probe.recorded import PROBE_METRICS
-from service.probe.report import LAYER_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
-from service.record import METRICS_FILE, RECORD_FIELDS, RECORD_FILE
+from service.probe.report import LAYER_FIELDS, MODE_FIELDS, REPORT_FIELDS, REPORT_JSON, REPORT_PNG
+from service.record import METRICS_FILE, RECORD_FIELDS, RECORD_FILE, REGISTRATION_FIELDS, TRACKING_FIELDS
+from service.register import EVAL_DIR, EVAL_JSON, REGISTER_FIELDS
 from service.spec.models import API_VERSION, KIND, LayerAdaptation, LayerAdaptationSpec
 from service.tracking import review
-from service.tracking.publish import PUBLISH_FIELDS, PUBLISHED_FIELDS, PUBLISHED_FILE, RECORD_KEY
+from service.tracking.publish import PUBLISHED_FILE, RECORD_KEY
+from service.tracking.published import PUBLISH_FIELDS, PUBLISHED
 from service.tracking.publishing import INTERVAL_ENV, SPEC_JSON
-from service.tracking.registration import REVIEW_FIELDS
 from service.training.metrics import TRAIN_METRICS
 from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
+from service.training.trainer import TRAIN_RESULT_FIELDS
 
 ENVIRONMENT: dict[str, str] = {
     "MLFLOW_TRACKING_URI": "tracking server or store when the spec sets no `mlflow.trackingUri`",
@@ -229,19 +231,22 @@ def _files() -> Iterator[str]:
     yield "metric points, appended as they happen, one line per logged step), and the spec as"
     yield f"`{SPEC_JSON}`. A probe's units keep theirs under `runs/`, an adapt's stages under `probe/`,"
     yield f"`train/` and `{EVAL_DIR}/`. MLflow is published from these files (see [MLflow](#mlflow)); each"
-    yield f"publish writes `{PUBLISHED_FILE}` ({', '.join(f'`{k}`' for k in PUBLISHED_FIELDS)}): where the"
+    yield f"publish writes `{PUBLISHED_FILE}` ({', '.join(f'`{k}`' for k in PUBLISHED)}): where the"
     yield "work directory is in MLflow, and whether all of it is."
     yield ""
     for title, fields in (
-        (f"`{REPORT_JSON}`", REPORT_FIELDS),
-        (f"`{REPORT_JSON}`: an entry of `layers`", LAYER_FIELDS),
-        (f"`{PATCH_META}`", PATCH_META_FIELDS),
-        (f"`{RUN_FILE}`", RUN_FILE_FIELDS),
-        (f"`{RECORD_FILE}`", RECORD_FIELDS),
-        (f"`{RECORD_FILE}`: the `review` of a `registration`", REVIEW_FIELDS),
-        (f"`{RESULT_JSON}`", RESULT_FIELDS),
-        ("`layerpilot register --json`", REGISTER_FIELDS),
-        (f"`layerpilot mlflow sync --json` (and `{PUBLISHED_FILE}`)", PUBLISH_FIELDS),
+        (f"`{REPORT_JSON}`", {**REPORT_FIELDS.help, **MODE_FIELDS}),
+        (f"`{REPORT_JSON}`: an entry of `layers`", LAYER_FIELDS.help),
+        (f"`{PATCH_META}`", PATCH_META_FIELDS.help),
+        (f"`{RUN_FILE}`", RUN_FILE_FIELDS.help),
+        (f"`{RECORD_FILE}`", RECORD_FIELDS.help),
+        (f"`{RECORD_FILE}`: `registration`", REGISTRATION_FIELDS.help),
+        (f"`{RECORD_FILE}`: `tracking`", TRACKING_FIELDS.help),
+        (f"`{RESULT_JSON}`", RESULT_FIELDS.help),
+        ("`layerpilot train --json`", TRAIN_RESULT_FIELDS.help),
+        (f"`layerpilot eval --json` (and `{EVAL_DIR}/{EVAL_JSON}`)", EVAL_RESULT_FIELDS.help),
+        ("`layerpilot register --json`", REGISTER_FIELDS.help),
+        (f"`layerpilot mlflow sync --json` (and `{PUBLISHED_FILE}`)", PUBLISH_FIELDS.help),
     ):
         yield f"### {title}"
         yield ""

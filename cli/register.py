@@ -24,6 +24,7 @@ app = App()
 )
 @guarded
 def register(
+    *,
     spec_path: Annotated[
         Path,
         typer.Argument(
@@ -49,14 +50,14 @@ def register(
 ) -> None:
     # Fails loudly: exit 2 without `mlflow.registeredModel`, exit 1 when the version was not
     # registered (the evaluation is printed all the same).
-    from service.adapt import run_register  # deferred: loads torch, transformers and mlflow (seconds)
+    from service.register import run_register  # deferred: loads torch, transformers and mlflow (seconds)
 
     check_output_dir(out_dir, "--out")
     spec = resolve_spec(SpecOptions(spec_path))
     with progress_display() as shown:
         result = run_register(spec, probe_dir, patch_dir, out_dir, progress=shown)
     summary = result.to_json()
-    emit(summary, as_json, lambda: render(summary))
+    emit(summary, as_json=as_json, render=lambda: render(summary))
     if summary["notLogged"]:
         warn(summary["notLogged"])
     if summary["registeredModel"] is None:

@@ -44,7 +44,7 @@ def _registry(tracking_uri: str | None) -> Any:
 
 @app.command("list")
 @guarded
-def list_(tracking_uri: TrackingUriOpt = None, as_json: JsonOpt = False) -> None:
+def list_(*, tracking_uri: TrackingUriOpt = None, as_json: JsonOpt = False) -> None:
     """Registered models with their newest version and aliases."""
     registry = _registry(tracking_uri)
     models = registry.list_models()
@@ -60,12 +60,13 @@ def list_(tracking_uri: TrackingUriOpt = None, as_json: JsonOpt = False) -> None
             table.add_row(model["name"], model["latestVersion"] or "–", aliases, model["description"])
         out.print(table)
 
-    emit({"trackingUri": registry.tracking_uri, "models": models}, as_json, render)
+    emit({"trackingUri": registry.tracking_uri, "models": models}, as_json=as_json, render=render)
 
 
 @app.command()
 @guarded
 def show(
+    *,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
     version: Annotated[
         str | None, typer.Argument(metavar="VERSION", help="One version: its review and tags.")
@@ -102,12 +103,13 @@ def show(
             )
         out.print(table)
 
-    emit(data, as_json, render)
+    emit(data, as_json=as_json, render=render)
 
 
 @app.command()
 @guarded
 def promote(
+    *,
     name: Annotated[str, typer.Argument(metavar="NAME", help="Registered model name.")],
     version: Annotated[str, typer.Argument(metavar="VERSION", help="Version to promote.")],
     alias: Annotated[str, typer.Option("--alias", metavar="ALIAS", help="Alias to move.")] = "champion",
@@ -135,4 +137,4 @@ def promote(
         else:
             err.print(f"{name}: {result['reason']}; nothing changed", soft_wrap=True, highlight=False)
 
-    emit(result, as_json, render)
+    emit(result, as_json=as_json, render=render)

@@ -13,7 +13,7 @@ app = App()
 
 @app.command()
 @guarded
-def rewards(as_json: JsonOpt = False) -> None:
+def rewards(*, as_json: JsonOpt = False) -> None:
     """List the registered reward functions."""
     found = available_rewards()
 
@@ -24,4 +24,4 @@ def rewards(as_json: JsonOpt = False) -> None:
         out.print(table)
         say("Name your own as module:function (it receives completions and every dataset column).")
 
-    emit({"rewards": found}, as_json, render)
+    emit({"rewards": found}, as_json=as_json, render=render)

@@ -35,6 +35,7 @@ app = App()
 @app.command()
 @guarded
 def train(
+    *,
     spec_path: SpecArg = None,
     layers: Annotated[
         str | None, typer.Option("--layers", metavar="LIST", help="Layers to train, e.g. 3,4 or 2-5.")
@@ -110,6 +111,6 @@ def train(
         field("layer patch:", str(result.out_dir / "layer_patch.safetensors"))
 
     if main:
-        emit(data, as_json, render)
+        emit(data, as_json=as_json, render=render)
         for text in result.warnings:
             warn(text)

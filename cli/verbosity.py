@@ -34,7 +34,7 @@ def verbose_from_env() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def quiet_libraries(verbose: bool) -> None:
+def quiet_libraries(*, verbose: bool) -> None:
     """Silence library output unless `verbose`; settings the user made in the environment win."""
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # worker processes inherit the choice

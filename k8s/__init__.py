@@ -3,5 +3,5 @@
 Owns: the CRD, RBAC and Deployment manifests generated from `service.spec`, the pure functions
 that build the Jobs a resource needs, and the kopf handlers that create and watch them. The only
 package that imports kopf and kubernetes (checked by import-linter); it imports `service`, never
-the CLI. (Not built yet: see the operator issue.)
+the CLI.
 """

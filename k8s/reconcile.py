@@ -122,7 +122,7 @@ class StatusWriter:
             self.patch["conditions"] = self.conditions
         return changed
 
-    def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
+    def phase(self, phase: str, reason: str, message: str, *, warning: bool = False) -> None:
         message = one_line(message)
         if self.get("phase") != phase or self.get("message") != message:
             self.events.append(("Warning" if warning else "Normal", reason, message))

@@ -7,7 +7,7 @@ two scores differ only because the weights differ.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,6 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from service.data import Row, check_chat_template, is_conversation, load_rows
+from service.fields import Fields
 from service.patch import load_patched_model, read_patch
 from service.progress import SILENT, Progress
 from service.rewards.base import RewardFunc
@@ -34,14 +35,22 @@ class EvalResult:
     item_scores: list[float] = field(default_factory=list)  # per eval item, in order (for intervals)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {
-            "score": data["score"],
-            "numItems": data["num_items"],
-            "rewards": data["rewards"],
-            "seconds": data["seconds"],
-            "samples": data["samples"],
-        }
+        return EVAL_RESULT_FIELDS.json(self)
+
+
+EVAL_RESULT_FIELDS: Fields[EvalResult] = Fields(
+    {
+        "score": (
+            "mean weighted reward over the eval items (for one 0/1 reward: the accuracy)",
+            lambda r: r.score,
+        ),
+        "numItems": ("evaluation items", lambda r: r.num_items),
+        "rewards": ("the mean of each reward", lambda r: r.rewards),
+        "seconds": ("wall time of the evaluation", lambda r: r.seconds),
+        "samples": ("the first items: prompt, greedy completion, reference answer", lambda r: r.samples),
+    }
+)
+"""Every field of `layerpilot eval --json` and of `eval_after.json` (the reference is generated from this)."""
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Any) -> str:

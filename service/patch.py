@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from service import __version__
 from service.errors import InputError, LayerpilotError, first_line
+from service.fields import Fields
 from service.files import atomic_write, write_json
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
@@ -38,21 +39,50 @@ DELTAS = "deltas.json"
 PATCH_FILES = (PATCH_TENSORS, PATCH_META, DELTAS)
 SCHEMA_VERSION = 1
 
-PATCH_META_FIELDS: dict[str, str] = {
-    "schemaVersion": "format version of the patch (1)",
-    "base": "the base model: `uri`, `revision`, weights `fingerprint`, `modelType`, `numLayers`",
-    "layers": "the trained layer indices",
-    "layersPath": "where the decoder layers are in the model",
-    "dtype": "dtype of the stored tensors",
-    "numTensors": "tensors in layer_patch.safetensors",
-    "numParameters": "parameters in layer_patch.safetensors",
-    "createdAt": "when the patch was written (UTC)",
-    "layerpilotVersion": "the layerpilot that wrote it",
-    "trainedSteps": "optimizer steps behind the weights",
-    "tensorsBytes": "size of layer_patch.safetensors, checked before it is read",
-    "tensorsSha256": "SHA-256 of layer_patch.safetensors, checked before it is read",
-    "spec": "the whole spec the run was trained with",
-}
+
+@dataclass(frozen=True)
+class PatchMeta:
+    """What `layer_patch.json` holds: the base it applies to, the layers, and how to check the tensors."""
+
+    base: Mapping[str, Any]
+    layers: list[int]
+    layers_path: str
+    dtype: str | list[str]
+    num_tensors: int
+    num_parameters: int
+    trained_steps: int | None
+    tensors_bytes: int
+    tensors_sha256: str
+    spec: Mapping[str, Any] | None
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+PATCH_META_FIELDS: Fields[PatchMeta] = Fields(
+    {
+        "schemaVersion": ("format version of the patch (1)", lambda m: SCHEMA_VERSION),
+        "base": (
+            "the base model: `uri`, `revision`, weights `fingerprint`, `modelType`, `numLayers`",
+            lambda m: dict(m.base),
+        ),
+        "layers": ("the trained layer indices", lambda m: sorted(m.layers)),
+        "layersPath": ("where the decoder layers are in the model", lambda m: m.layers_path),
+        "dtype": ("dtype of the stored tensors", lambda m: m.dtype),
+        "numTensors": ("tensors in layer_patch.safetensors", lambda m: m.num_tensors),
+        "numParameters": ("parameters in layer_patch.safetensors", lambda m: m.num_parameters),
+        "createdAt": ("when the patch was written (UTC)", lambda m: m.created_at),
+        "layerpilotVersion": ("the layerpilot that wrote it", lambda m: __version__),
+        "trainedSteps": ("optimizer steps behind the weights", lambda m: m.trained_steps),
+        "tensorsBytes": (
+            "size of layer_patch.safetensors, checked before it is read",
+            lambda m: m.tensors_bytes,
+        ),
+        "tensorsSha256": (
+            "SHA-256 of layer_patch.safetensors, checked before it is read",
+            lambda m: m.tensors_sha256,
+        ),
+        "spec": ("the whole spec the run was trained with", lambda m: dict(m.spec) if m.spec else None),
+    }
+)
 """Every field of `layer_patch.json` (the reference is generated from this)."""
 
 
@@ -158,7 +188,7 @@ def write_patch(
     layers_path: str,
     base_ref: Mapping[str, Any],
     spec: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    trained_steps: int | None = None,
 ) -> LayerDeltas:
     """Write the three patch files atomically; returns the deltas."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,25 +200,24 @@ def write_patch(
         )
     dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
     deltas = compute_deltas(base, tensors, layers_path)
-    meta = {
-        "schemaVersion": SCHEMA_VERSION,
-        "base": dict(base_ref),
-        "layers": sorted(layers),
-        "layersPath": layers_path,
-        "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
-        "numTensors": len(tensors),
-        "numParameters": sum(t.numel() for t in tensors.values()),
-        "createdAt": datetime.now(UTC).isoformat(timespec="seconds"),
-        "layerpilotVersion": __version__,
-        **(dict(extra) if extra else {}),
-        "spec": dict(spec) if spec else None,
-    }
     atomic_write(out_dir / PATCH_TENSORS, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
     # The meta is written last and names the tensors file's size and hash: a pair torn by a kill
     # between the two writes, or a file changed since, is refused on reading.
-    meta["tensorsBytes"], meta["tensorsSha256"] = _file_digest(out_dir / PATCH_TENSORS)
+    size, sha256 = _file_digest(out_dir / PATCH_TENSORS)
+    meta = PatchMeta(
+        base=base_ref,
+        layers=layers,
+        layers_path=layers_path,
+        dtype=dtypes[0] if len(dtypes) == 1 else dtypes,
+        num_tensors=len(tensors),
+        num_parameters=sum(t.numel() for t in tensors.values()),
+        trained_steps=trained_steps,
+        tensors_bytes=size,
+        tensors_sha256=sha256,
+        spec=spec,
+    )
     write_json(out_dir / DELTAS, deltas.to_json())
-    write_json(out_dir / PATCH_META, meta)
+    write_json(out_dir / PATCH_META, PATCH_META_FIELDS.json(meta))
     return deltas
 
 

@@ -2,13 +2,11 @@
 
 A *record* is a directory holding `record.json` and `metrics.jsonl`:
 
-- `record.json` (rewritten atomically at each change): the run's `key` (a stable id; the MLflow run
-  carries it as tag `layerpilot.record_key`, so a publish finds its run again instead of creating a
-  second one), its `name`, `status`, `startTime` and `endTime`, `params`, `tags`, the `artifacts`
-  it shows (files, with the folder they go to in the run), a `registration` to make from it (a
-  layer patch to register as a model version), and, at the top of a work directory, `tracking`:
-  where it is published (`trackingUri`, `experiment`, and `runId` when the run is someone else's,
-  the operator's);
+- `record.json` (rewritten atomically at each change; `RECORD_FIELDS`): the run's `key` (a stable
+  id; the MLflow run carries it as tag `layerpilot.record_key`, so a publish finds its run again
+  instead of creating a second one), its name, status and times, params, tags, the artifacts it
+  shows, a `registration` to make from it (a layer patch to register as a model version), and, at
+  the top of a work directory, `tracking`: where it is published;
 - `metrics.jsonl` (appended, never rewritten): one line per logged step,
   `{"step": 3, "timestamp": 1764750000000, "metrics": {"train/reward": 0.5, ...}}`.
 
@@ -30,10 +28,12 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from service.fields import Fields
 from service.files import write_json
 
 RECORD_FILE = "record.json"
@@ -41,24 +41,6 @@ METRICS_FILE = "metrics.jsonl"
 RUNNING, FINISHED, FAILED, KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
 # Directories a walk never enters: checkpoints are large and hold no records.
 _SKIPPED = frozenset({"checkpoints", "__pycache__"})
-
-RECORD_FIELDS: dict[str, str] = {
-    "key": "stable id of the run: the MLflow run carries it as tag `layerpilot.record_key`",
-    "name": "the run's name",
-    "status": "`RUNNING`, `FINISHED`, `FAILED` or `KILLED`",
-    "startTime": "when the record was started (ms since the epoch)",
-    "endTime": "when it ended (ms), or null",
-    "params": "the run's params (text)",
-    "tags": "the run's tags",
-    "artifacts": "files the run shows: `path` (relative to the record's directory, or absolute) and "
-    "`folder` (where in the run's artifacts; null for the top)",
-    "registration": "a layer patch to register from this run: `name`, `patchDir`, `alias`, `review` "
-    "(what the version's description shows)",
-    "tracking": "top record only: `trackingUri` (without credentials), `experiment`, `runId` when the "
-    "run belongs to the operator (`MLFLOW_RUN_ID`), `context` (MLflow's tags of where the job ran); "
-    "null when the job ran with `--no-mlflow`",
-}
-"""Every field of `record.json` (the reference is generated from this)."""
 
 
 def now_ms() -> int:
@@ -75,25 +57,143 @@ class Tracking:
 
     tracking_uri: str
     experiment: str
-    run_id: str | None = None  # someone else's run (the operator's): logged into, never ended
+    run_id: str | None = None  # someone else's run (the operator's): published into, never ended
     context: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "trackingUri": self.tracking_uri,
-            "experiment": self.experiment,
-            "runId": self.run_id,
-            "context": dict(self.context),
-        }
+        return TRACKING_FIELDS.json(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tracking:
         return cls(
-            str(data["trackingUri"]),
-            str(data["experiment"]),
-            data.get("runId"),
-            dict(data.get("context") or {}),
+            data["trackingUri"], data["experiment"], data.get("runId"), dict(data.get("context") or {})
         )
+
+
+TRACKING_FIELDS: Fields[Tracking] = Fields(
+    {
+        "trackingUri": ("the tracking server or store (never with credentials)", lambda t: t.tracking_uri),
+        "experiment": ("the experiment of the top run", lambda t: t.experiment),
+        "runId": (
+            "the operator's run the top record continues (`MLFLOW_RUN_ID`), or null",
+            lambda t: t.run_id,
+        ),
+        "context": (
+            "MLflow's tags for a run started where the job ran (user, source, pod)",
+            lambda t: dict(t.context),
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A layer patch to register from a run as a version of `name`, and what its review shows."""
+
+    name: str
+    patch_dir: str  # absolute, or relative to the record's directory
+    alias: str
+    eval_before: float | None = None
+    eval_after: float | None = None
+    eval_items: int | None = None
+    probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json `layers`
+    strategy: str | None = None
+    spec_hash: str | None = None
+    max_new_tokens: int | None = None  # the pyfunc's default completion length
+
+    def to_json(self) -> dict[str, Any]:
+        return REGISTRATION_FIELDS.json(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Registration:
+        attributes = {key: attr for key, attr, _ in _REGISTRATION}
+        return cls(**{attributes[key]: value for key, value in data.items() if key in attributes})
+
+
+_REGISTRATION = (  # key in record.json, attribute, what it means
+    ("name", "name", "the registered model"),
+    ("patchDir", "patch_dir", "the layer patch (absolute, or relative to the record)"),
+    ("alias", "alias", "the alias the new version gets (`candidate`)"),
+    ("evalBefore", "eval_before", "eval score of the base model"),
+    ("evalAfter", "eval_after", "eval score of base + layer patch (what promotion compares)"),
+    ("evalItems", "eval_items", "evaluation items"),
+    ("probeLayers", "probe_layers", "the probe report's `layers` (the review's per-layer table)"),
+    ("strategy", "strategy", "the selection rule"),
+    ("specHash", "spec_hash", "hash of the spec"),
+    ("maxNewTokens", "max_new_tokens", "the pyfunc's default completion length"),
+)
+REGISTRATION_FIELDS: Fields[Registration] = Fields(
+    {key: (meaning, attrgetter(attr)) for key, attr, meaning in _REGISTRATION}
+)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # relative to the record's directory, or absolute
+    folder: str | None = None  # where in the run's artifacts (None: the top)
+
+
+@dataclass
+class RunData:
+    """What `record.json` holds."""
+
+    key: str
+    name: str
+    status: str = RUNNING
+    start_time: int = field(default_factory=now_ms)
+    end_time: int | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    registration: Registration | None = None
+    tracking: Tracking | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunData:
+        registration, tracking = data.get("registration"), data.get("tracking")
+        return cls(
+            key=str(data["key"]),
+            name=str(data["name"]),
+            status=str(data["status"]),
+            start_time=int(data["startTime"]),
+            end_time=data.get("endTime"),
+            params=dict(data.get("params") or {}),
+            tags=dict(data.get("tags") or {}),
+            artifacts=[Artifact(a["path"], a.get("folder")) for a in data.get("artifacts") or []],
+            registration=Registration.from_json(registration) if registration else None,
+            tracking=Tracking.from_json(tracking) if tracking else None,
+        )
+
+
+RECORD_FIELDS: Fields[RunData] = Fields(
+    {
+        "key": (
+            "stable id of the run: the MLflow run carries it as tag `layerpilot.record_key`",
+            lambda d: d.key,
+        ),
+        "name": ("the run's name", lambda d: d.name),
+        "status": ("`RUNNING`, `FINISHED`, `FAILED` or `KILLED`", lambda d: d.status),
+        "startTime": ("when the record was started (ms since the epoch)", lambda d: d.start_time),
+        "endTime": ("when it ended (ms), or null", lambda d: d.end_time),
+        "params": ("the run's params (text)", lambda d: d.params),
+        "tags": ("the run's tags", lambda d: d.tags),
+        "artifacts": (
+            "files the run shows: `path` (relative to the record's directory, or absolute) and `folder` "
+            "(where in the run's artifacts; null for the top)",
+            lambda d: [{"path": a.path, "folder": a.folder} for a in d.artifacts],
+        ),
+        "registration": (
+            "a layer patch to register from this run, once, with its review (below); or null",
+            lambda d: d.registration.to_json() if d.registration else None,
+        ),
+        "tracking": (
+            "top record only: where the work directory is published (below); null when the job ran "
+            "with `--no-mlflow`",
+            lambda d: d.tracking.to_json() if d.tracking else None,
+        ),
+    }
+)
+"""Every field of `record.json` (the reference is generated from this)."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +209,7 @@ class Point:
 class Record:
     """The record in one directory; each change goes to its files at once."""
 
-    def __init__(self, directory: Path, data: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, data: RunData) -> None:
         self.directory = directory
         self.data = data
 
@@ -119,10 +219,9 @@ class Record:
     def read(cls, directory: Path) -> Record | None:
         """The record in `directory`, or None when it holds none (or only a torn one)."""
         try:
-            data = json.loads((directory / RECORD_FILE).read_text())
-        except (OSError, ValueError):
+            return cls(directory, RunData.from_json(json.loads((directory / RECORD_FILE).read_text())))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return cls(directory, data) if isinstance(data, dict) and data.get("key") else None
 
     @classmethod
     def start(
@@ -139,33 +238,20 @@ class Record:
         A record whose params differ is set aside (`record.before-<key>.json`): MLflow never changes
         a run's params, so other settings are another run.
         """
-        params = {str(k): str(v) for k, v in (params or {}).items()}
+        params = _texts(params)
         found = cls.read(directory)
         if found is not None and found.params == params:
-            found.data.update(status=RUNNING, endTime=None)
-            found.data["tags"] = {**found.tags, **{str(k): str(v) for k, v in (tags or {}).items()}}
-            if tracking is not None:
-                found.data["tracking"] = tracking.to_json()
+            found.data.status, found.data.end_time = RUNNING, None
+            found.data.tags = {**found.tags, **_texts(tags)}
+            found.data.tracking = tracking or found.data.tracking
             found.save()
             return found
         if found is not None:
             found.set_aside()
-        record = cls(
-            directory,
-            {
-                "key": uuid.uuid4().hex,
-                "name": name,
-                "status": RUNNING,
-                "startTime": now_ms(),
-                "endTime": None,
-                "params": params,
-                "tags": {str(k): str(v) for k, v in (tags or {}).items()},
-                "artifacts": [],
-                "registration": None,
-                "tracking": tracking.to_json() if tracking is not None else None,
-            },
-        )
         (directory / METRICS_FILE).unlink(missing_ok=True)
+        record = cls(
+            directory, RunData(uuid.uuid4().hex, name, params=params, tags=_texts(tags), tracking=tracking)
+        )
         record.save()
         return record
 
@@ -192,56 +278,50 @@ class Record:
 
     @property
     def key(self) -> str:
-        return str(self.data["key"])
+        return self.data.key
 
     @property
     def name(self) -> str:
-        return str(self.data["name"])
+        return self.data.name
 
     @property
     def status(self) -> str:
-        return str(self.data["status"])
+        return self.data.status
 
     @property
     def params(self) -> dict[str, str]:
-        return dict(self.data.get("params") or {})
+        return dict(self.data.params)
 
     @property
     def tags(self) -> dict[str, str]:
-        return dict(self.data.get("tags") or {})
+        return dict(self.data.tags)
 
     @property
     def tracking(self) -> Tracking | None:
-        found = self.data.get("tracking")
-        return Tracking.from_json(found) if found else None
+        return self.data.tracking
 
     @property
-    def registration(self) -> dict[str, Any] | None:
-        found = self.data.get("registration")
-        return dict(found) if found else None
+    def registration(self) -> Registration | None:
+        return self.data.registration
 
     def artifacts(self) -> list[tuple[Path, str | None]]:
         """(file or directory, folder in the run) for every artifact that exists now."""
-        found = []
-        for entry in self.data.get("artifacts") or []:
-            path = self.directory / entry["path"]
-            if path.exists():
-                found.append((path, entry.get("folder")))
-        return found
+        paths = [(self.directory / a.path, a.folder) for a in self.data.artifacts]
+        return [(path, folder) for path, folder in paths if path.exists()]
 
     # -- changes --
 
     def save(self) -> None:
-        write_json(self.directory / RECORD_FILE, self.data)
+        write_json(self.directory / RECORD_FILE, RECORD_FIELDS.json(self.data))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self.data["params"] = {**self.params, **{str(k): str(v) for k, v in params.items()}}
+        self.data.params = {**self.data.params, **_texts(params)}
         self.save()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        new = {str(k): str(v) for k, v in tags.items()}
-        if any(self.tags.get(k) != v for k, v in new.items()):
-            self.data["tags"] = {**self.tags, **new}
+        new = _texts(tags)
+        if any(self.data.tags.get(k) != v for k, v in new.items()):
+            self.data.tags = {**self.data.tags, **new}
             self.save()
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int = 0, timestamp: int | None = None) -> None:
@@ -262,19 +342,18 @@ class Record:
 
     def add_artifact(self, path: Path, folder: str | None = None) -> None:
         """Show `path` (a file or a directory) in the run, under `folder`; the file stays where it is."""
-        entry = {"path": _relative(path, self.directory), "folder": folder}
-        listed = list(self.data.get("artifacts") or [])
-        if entry not in listed:
-            self.data["artifacts"] = [*listed, entry]
+        artifact = Artifact(_relative(path, self.directory), folder)
+        if artifact not in self.data.artifacts:
+            self.data.artifacts = [*self.data.artifacts, artifact]
             self.save()
 
-    def request_registration(self, request: Mapping[str, Any]) -> None:
+    def request_registration(self, registration: Registration) -> None:
         """Register a layer patch from this run as a model version (once; a publish does it)."""
-        self.data["registration"] = dict(request)
+        self.data.registration = registration
         self.save()
 
     def end(self, status: str = FINISHED) -> None:
-        self.data.update(status=status, endTime=now_ms())
+        self.data.status, self.data.end_time = status, now_ms()
         self.save()
 
     def __enter__(self) -> Record:
@@ -289,9 +368,8 @@ class Record:
 
     def points(self, offset: int = 0) -> tuple[list[Point], int]:
         """The points appended after byte `offset`, and the offset after the last whole line."""
-        path = self.directory / METRICS_FILE
         try:
-            with path.open("rb") as handle:
+            with (self.directory / METRICS_FILE).open("rb") as handle:
                 handle.seek(offset)
                 raw = handle.read()
         except OSError:
@@ -331,11 +409,8 @@ def walk(root: Path) -> Iterator[tuple[Record, Record | None]]:
         except OSError:
             continue
         for entry in entries:
-            if (
-                not entry.is_dir(follow_symlinks=False)
-                or entry.name in _SKIPPED
-                or entry.name.startswith(".")
-            ):
+            skipped = entry.name in _SKIPPED or entry.name.startswith(".")
+            if skipped or not entry.is_dir(follow_symlinks=False):
                 continue
             found = Record.read(Path(entry.path))
             if found is not None:
@@ -350,6 +425,10 @@ def enclosing(directory: Path) -> Record | None:
         if found is not None and found.tracking is not None:
             return found
     return None
+
+
+def _texts(values: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (values or {}).items()}
 
 
 def _relative(path: Path, directory: Path) -> str:

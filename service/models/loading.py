@@ -38,7 +38,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _check_code_source(uri: str, config: dict[str, Any], trust_remote_code: bool) -> None:
+def _check_code_source(uri: str, config: dict[str, Any], *, trust_remote_code: bool) -> None:
     """Refuse before transformers imports a checkpoint's own Python files without the user's consent.
 
     transformers itself would raise or, with `trust_remote_code=None`, prompt on stdin; deciding here
@@ -155,5 +155,5 @@ def _checked_model_dir(model: ModelSpec) -> Path:
     (a GGUF file holds no code)."""
     path = resolve_model_dir(model.uri, model.revision, trust_remote_code=model.trust_remote_code)
     if not is_gguf(path):
-        _check_code_source(model.uri, _read_config(path), model.trust_remote_code)
+        _check_code_source(model.uri, _read_config(path), trust_remote_code=model.trust_remote_code)
     return path

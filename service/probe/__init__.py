@@ -2,7 +2,8 @@
 
 Owns: probe units (`units`), running them in a process pool (`pool`), the exact probe's merge
 (`exact`) and its successive-halving variant (`halving`), 95 % intervals (`intervals`), the fast
-proxies (`proxies`), the entry point for every mode (`run`), the report and its chart (`report`),
-selection rules (`selection`), proxy-vs-exact agreement (`agreement`) and plan export to other
-tools (`plan`). Builds on training, evaluation and models; knows nothing of MLflow or the faces.
+proxies (`proxies`), the entry point for every mode (`run`), the report (`report`) and its files
+and chart (`chart`), what a probe records (`recorded`), selection rules (`selection`),
+proxy-vs-exact agreement (`agreement`) and exporting the selected layers to other tools
+(`export`). Builds on training, evaluation and models; knows nothing of MLflow or the faces.
 """

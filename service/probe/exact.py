@@ -164,7 +164,7 @@ def build_report(
             "baselineInterval": list(spans["base"]["score"] or ()),
             "fullInterval": list(spans["full"]["score"] or ()),
         }
-        resolved, note = _ranking_resolved(layers, usable)
+        resolved, note = _ranking_resolved(layers, usable=usable)
         extra["rankingResolved"] = resolved
         notes.extend([note] if note else [])
     report = ProbeReport(
@@ -208,7 +208,7 @@ def _intervals(by_unit: dict[str, dict[str, Any]]) -> dict[str, dict[str, Interv
         return None
 
 
-def _ranking_resolved(layers: list[LayerScore], usable: bool) -> tuple[bool, str | None]:
+def _ranking_resolved(layers: list[LayerScore], *, usable: bool) -> tuple[bool, str | None]:
     """Whether the top two layers' intervals are apart; if not, a note on what would separate them."""
     top = sorted(layers, key=lambda item: item.rank)[:2]
     if len(top) < 2:

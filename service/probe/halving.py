@@ -8,7 +8,7 @@ so a finalist's S_k and C(k) are exactly the exact probe's, and the two modes sh
 (`base`, `full`, and every layer at full length) in one probe directory.
 
 Layers cut at an earlier rung rank below the finalists, by the rung they reached and then their
-score there; they have no C(k), and `details.steps` says how far they trained. The plan, and so the
+score there; they have no C(k), and `details.steps` says how far they trained. The schedule, and so the
 report, follows from the spec and the partial results alone: an interrupted probe resumes rung by
 rung, and its report can be rebuilt from its directory.
 """
@@ -49,25 +49,27 @@ class Rung:
     layers: int  # how many layers it trains
 
 
-def halving_plan(candidates: int, steps: int, finalists: int, rungs: int | None = None) -> list[Rung]:
+def rung_schedule(candidates: int, steps: int, finalists: int, rungs: int | None = None) -> list[Rung]:
     """The rungs for `candidates` layers: steps double up to `steps`, layers halve down to `finalists`.
 
     By default there are just enough rungs to leave `finalists` layers for the last one, as long as
     the first rung still trains at least one step.
 
-    >>> def shown(plan): return [(rung.steps, rung.layers) for rung in plan]
-    >>> shown(halving_plan(30, 20, 2))
+    >>> def shown(schedule): return [(rung.steps, rung.layers) for rung in schedule]
+    >>> shown(rung_schedule(30, 20, 2))
     [(2, 30), (3, 15), (5, 8), (10, 4), (20, 2)]
-    >>> shown(halving_plan(6, 20, 2)), shown(halving_plan(6, 20, 2, rungs=2)), shown(halving_plan(2, 20, 2))
-    ([(5, 6), (10, 3), (20, 2)], [(10, 6), (20, 3)], [(20, 2)])
+    >>> shown(rung_schedule(6, 20, 2)), shown(rung_schedule(6, 20, 2, rungs=2))
+    ([(5, 6), (10, 3), (20, 2)], [(10, 6), (20, 3)])
+    >>> shown(rung_schedule(2, 20, 2))
+    [(20, 2)]
     """
     needed = 1 + max(0, math.ceil(math.log2(candidates / finalists))) if candidates > finalists else 1
     count = min(rungs or needed, 1 + int(math.log2(steps)))
-    plan, layers = [], candidates
+    schedule, layers = [], candidates
     for r in range(count):
-        plan.append(Rung(steps=math.ceil(steps / 2 ** (count - 1 - r)), layers=layers))
+        schedule.append(Rung(steps=math.ceil(steps / 2 ** (count - 1 - r)), layers=layers))
         layers = max(min(finalists, layers), math.ceil(layers / 2))
-    return plan
+    return schedule
 
 
 def finalists_for(spec: LayerAdaptationSpec) -> int:
@@ -77,25 +79,25 @@ def finalists_for(spec: LayerAdaptationSpec) -> int:
 
 @dataclass
 class _Walk:
-    """How far the partial results under a probe directory carry the plan."""
+    """How far the partial results under a probe directory carry the schedule."""
 
     reached: dict[int, tuple[int, dict[str, Any]]]  # layer -> (last rung scored, its record)
     survivors: list[int]  # the layers of the first rung not fully scored (the last rung's when done)
-    todo: list[Unit]  # that rung's units without a result; empty when the plan is complete
+    todo: list[Unit]  # that rung's units without a result; empty when the schedule is complete
     done: int  # rung units with a result, the unfinished rung's included
 
 
 def _walk(
     spec: LayerAdaptationSpec,
-    plan: list[Rung],
+    schedule: list[Rung],
     candidates: list[int],
     num_layers: int,
     result: Callable[[Unit], dict[str, Any] | None],
 ) -> _Walk:
-    """Follow the plan through the rung units' results (`result` of a unit, None when it has none)."""
+    """Follow the schedule through the rung units' results (`result` of a unit, None when it has none)."""
     reached: dict[int, tuple[int, dict[str, Any]]] = {}
     survivors, seeds, done = list(candidates), spec.probe.seeds, 0
-    for r, rung in enumerate(plan):
+    for r, rung in enumerate(schedule):
         units = {i: Unit.of(i, stop=rung.steps, probe_steps=spec.probe.steps) for i in survivors}
         found = {u: result(u) for i in survivors for u in units[i].seeds(seeds)}
         todo = [unit for unit, record in found.items() if record is None]
@@ -104,9 +106,9 @@ def _walk(
             return _Walk(reached, survivors, todo, done)
         records = cast(dict[str, dict[str, Any]], {str(u): record for u, record in found.items()})
         reached.update({i: (r, combine_seeds(records, units[i], seeds)) for i in survivors})
-        if r + 1 < len(plan):
+        if r + 1 < len(schedule):
             ranks = rank_layers({i: float(reached[i][1]["score"]) for i in survivors}, num_layers)
-            survivors = sorted(sorted(survivors, key=ranks.__getitem__)[: plan[r + 1].layers])
+            survivors = sorted(sorted(survivors, key=ranks.__getitem__)[: schedule[r + 1].layers])
     return _Walk(reached, survivors, [], done)
 
 
@@ -123,17 +125,19 @@ def run_halving(
     started = time.perf_counter()
     num_layers = len(inspect_stack(spec.model))
     candidates = candidate_layers(spec, num_layers)
-    plan = halving_plan(len(candidates), spec.probe.steps, finalists_for(spec), spec.probe.rungs)
+    schedule = rung_schedule(len(candidates), spec.probe.steps, finalists_for(spec), spec.probe.rungs)
     probe_hash = fingerprint(spec, "probe")
     shared = units_for([], spec.probe.seeds)  # `full` with each seed, and `base`, as in exact mode
-    total = len(shared) + sum(rung.layers for rung in plan) * spec.probe.seeds
+    total = len(shared) + sum(rung.layers for rung in schedule) * spec.probe.seeds
     board = ProbeBoard(progress, total, 0)
     progress.start("probe", total)
-    progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in plan))
+    progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in schedule))
     workers = parallel if parallel is not None else default_parallelism(len(candidates) + 2)
     with UnitRunner(spec, out_dir, workers=workers, keep_runs=keep_runs, board=board) as runner:
         while True:
-            walk = _walk(spec, plan, candidates, num_layers, lambda u: read_partial(out_dir, u, probe_hash))
+            walk = _walk(
+                spec, schedule, candidates, num_layers, lambda u: read_partial(out_dir, u, probe_hash)
+            )
             ends = [u for u in shared if read_partial(out_dir, u, probe_hash) is None]
             board.done = walk.done + len(shared) - len(ends)
             if not keep_runs:  # a layer cut from the race needs its checkpoints no more
@@ -155,8 +159,8 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
     first = next(iter(by_unit.values()))
     num_layers, steps = int(first["numLayers"]), spec.probe.steps
     candidates = [int(i) for i in first["candidates"]]
-    plan = halving_plan(len(candidates), steps, finalists_for(spec), spec.probe.rungs)
-    walk = _walk(spec, plan, candidates, num_layers, lambda unit: by_unit.get(str(unit)))
+    schedule = rung_schedule(len(candidates), steps, finalists_for(spec), spec.probe.rungs)
+    walk = _walk(spec, schedule, candidates, num_layers, lambda unit: by_unit.get(str(unit)))
     seeds = spec.probe.seeds
     missing = [u for u in units_for([], seeds) if str(u) not in by_unit] + walk.todo
     if missing:
@@ -197,17 +201,17 @@ def merge_halving(out_dir: Path, spec: LayerAdaptationSpec) -> ProbeReport:
         unit
         for i, (top, _) in walk.reached.items()
         for r in range(top + 1)
-        for unit in Unit.of(i, stop=plan[r].steps, probe_steps=steps).seeds(seeds)
+        for unit in Unit.of(i, stop=schedule[r].steps, probe_steps=steps).seeds(seeds)
     ]
     layer_steps = sum(
-        rung.layers * (rung.steps - (plan[r - 1].steps if r else 0)) for r, rung in enumerate(plan)
+        rung.layers * (rung.steps - (schedule[r - 1].steps if r else 0)) for r, rung in enumerate(schedule)
     )
     report.extra.pop("exactCostSeconds", None)
     report.extra["unitSeconds"] = {str(u): by_unit[str(u)]["seconds"] for u in used}
     report.extra["halving"] = {
         "rungs": [
             {"steps": rung.steps, "layers": sorted(i for i, (r, _) in walk.reached.items() if r >= n)}
-            for n, rung in enumerate(plan)
+            for n, rung in enumerate(schedule)
         ],
         "layerSteps": layer_steps * seeds,
         "exactLayerSteps": len(candidates) * steps * seeds,

@@ -38,7 +38,7 @@ from service.progress import SILENT, Progress
 from service.rewards.registry import build_rewards
 from service.spec.models import LayerAdaptationSpec, ProbeMode
 from service.training.config import choose_precision, grpo_config_kwargs
-from service.training.trainer import build_trainer
+from service.training.grpo import build_trainer
 
 GRADIENT_BATCHES = 4
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.errors import InputError
+from service.probe.chart import write_report
 from service.probe.exact import run_exact
 from service.probe.halving import run_halving
 from service.probe.proxies import run_proxy
@@ -46,7 +47,7 @@ def run_probe(
         raise InputError(
             "--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient or spectrum"
         )
-    report.write(out_dir)
+    write_report(report, out_dir)
     if record is not None:
         record_probe(record, report, out_dir)
     return report

@@ -140,7 +140,7 @@ def _settle(wanted: str) -> Sandbox:
 def _try_isolation(sandbox: Sandbox) -> str | None:
     """None when `sandbox` can start the child program here (`--check`), else what went wrong."""
     with (
-        sandbox_child.claim_uid(sandbox.switch_uid) as uid,
+        sandbox_child.claim_uid(switch=sandbox.switch_uid) as uid,
         tempfile.TemporaryDirectory(prefix="layerpilot-check-", dir=_work_parent(uid)) as tmp,
     ):
         work = Path(os.path.realpath(tmp)) / "work"
@@ -241,7 +241,7 @@ def run_sandboxed(
     }
     try:
         sandbox = _sandbox()
-        with sandbox_child.claim_uid(sandbox.switch_uid) as uid:
+        with sandbox_child.claim_uid(switch=sandbox.switch_uid) as uid:
             return _score(sandbox, uid, settings, timeout)
     except Exception:
         logger.warning("code_tests: could not run a completion", exc_info=True)
@@ -353,6 +353,7 @@ class CodeTests:
         timeout: float = 5.0,
         memory_mb: int = 512,
         max_workers: int | None = None,
+        *,
         network_namespace: bool = True,
     ) -> None:
         if timeout <= 0:

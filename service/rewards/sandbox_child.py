@@ -104,7 +104,7 @@ def set_limits(cfg: dict[str, Any]) -> None:
             pass
 
 
-def isolate(want_netns: bool, privileged: bool) -> bool:
+def isolate(*, want_netns: bool, privileged: bool) -> bool:
     """A private network namespace when the kernel allows one.
 
     As root it is a bare network namespace: a user namespace would map only root, leaving no uid
@@ -266,7 +266,7 @@ def main() -> None:
     sys.dont_write_bytecode = True
     set_limits(cfg)
     uid = cfg.get("uid")
-    netns = isolate(cfg["network_namespace"], privileged=uid is not None)
+    netns = isolate(want_netns=cfg["network_namespace"], privileged=uid is not None)
     if uid is not None:
         drop_privileges(uid)
     lock_down()
@@ -295,7 +295,7 @@ UIDS = re.compile(rb"^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", re.MULTILINE)
 
 
 @contextlib.contextmanager
-def claim_uid(switch: bool = True) -> Iterator[int | None]:
+def claim_uid(*, switch: bool = True) -> Iterator[int | None]:
     """A uid of `RUN_UIDS` that no other run holds right now (None when runs do not `switch`).
 
     Held by binding an abstract Unix socket named after it, so that runs of other processes on

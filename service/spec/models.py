@@ -12,23 +12,13 @@ import re
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from service.spec.resources import ResourcesSpec
+from service.spec.section import Section
 
 API_VERSION: Final = "layerpilot.dev/v1alpha1"
 KIND: Final = "LayerAdaptation"
-
-
-class _Model(BaseModel):
-    """Base for spec sections: camelCase aliases, unknown keys rejected, snake_case accepted too."""
-
-    model_config = ConfigDict(
-        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
-        populate_by_name=True,
-        extra="forbid",
-        validate_assignment=True,
-        use_enum_values=True,
-    )
 
 
 class LossType(StrEnum):
@@ -58,7 +48,7 @@ class Precision(StrEnum):
     bfloat16 = "bfloat16"
 
 
-class ModelSpec(_Model):
+class ModelSpec(Section):
     uri: str = Field(
         "builtin:demo",
         description="The base model: `builtin:demo`, a local directory in transformers format, "
@@ -97,7 +87,7 @@ class ModelSpec(_Model):
         return value
 
 
-class DatasetSpec(_Model):
+class DatasetSpec(Section):
     uri: str = Field(
         "builtin:arith",
         description="Training data: `builtin:arith`, a local .jsonl/.json/.csv/.parquet file, a "
@@ -142,7 +132,7 @@ class DatasetSpec(_Model):
         return value
 
 
-class RewardSpec(_Model):
+class RewardSpec(Section):
     name: str = Field(
         description="A registered reward (see `layerpilot rewards`) or `module:function` for your own."
     )
@@ -153,7 +143,7 @@ class RewardSpec(_Model):
     )
 
 
-class AlgorithmSpec(_Model):
+class AlgorithmSpec(Section):
     loss_type: LossType = Field(
         LossType.grpo,
         description="`grpo`, `dr_grpo` (Dr. GRPO: no std scaling, constant normaliser) or `dapo` "
@@ -171,7 +161,7 @@ class AlgorithmSpec(_Model):
     )
 
 
-class ProbeSpec(_Model):
+class ProbeSpec(Section):
     mode: ProbeMode = Field(
         ProbeMode.exact,
         description=(
@@ -211,7 +201,7 @@ class ProbeSpec(_Model):
         return value
 
 
-class SelectionSpec(_Model):
+class SelectionSpec(Section):
     strategy: Strategy = Field(
         Strategy.top_k,
         description="`top-k` by probe score, `mid-k` (middle layers), `only-top` (last k), "
@@ -239,7 +229,7 @@ class SelectionSpec(_Model):
         return self
 
 
-class TrainingSpec(_Model):
+class TrainingSpec(Section):
     max_steps: int = Field(200, ge=1, description="Optimizer steps of the training run.")
     batch_size: int = Field(
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
@@ -276,7 +266,7 @@ class TrainingSpec(_Model):
     )
 
 
-class SecretKeyRef(_Model):
+class SecretKeyRef(Section):
     name: str = Field(
         min_length=1,
         max_length=253,
@@ -286,7 +276,7 @@ class SecretKeyRef(_Model):
     key: str = Field("token", min_length=1, description="Key in the Secret holding the value.")
 
 
-class MlflowSpec(_Model):
+class MlflowSpec(Section):
     tracking_uri: str | None = Field(
         None,
         description="MLflow tracking server; null uses `MLFLOW_TRACKING_URI`, else a local store "
@@ -312,81 +302,7 @@ class MlflowSpec(_Model):
         return value
 
 
-class AccessMode(StrEnum):
-    read_write_once = "ReadWriteOnce"
-    read_write_many = "ReadWriteMany"
-
-
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
-
-
-class WorkspaceSpec(_Model):
-    claim_name: str | None = Field(
-        None,
-        description="An existing PersistentVolumeClaim to use as the workspace; null makes the operator "
-        "create one per resource (deleted with it).",
-    )
-    size: str = Field(
-        "20Gi",
-        pattern=_QUANTITY,
-        description="Size of the claim the operator creates (probe, patch, caches).",
-    )
-    storage_class_name: str | None = Field(
-        None, description="Storage class of the claim the operator creates; null uses the cluster's default."
-    )
-    access_mode: AccessMode = Field(
-        AccessMode.read_write_once,
-        description="`ReadWriteOnce` (any single-node cluster: every pod then runs on the node holding the "
-        "volume) or `ReadWriteMany` (NFS, EFS, Filestore, CephFS…: probe pods spread over nodes).",
-    )
-
-
-class ResourcesSpec(_Model):
-    image: str | None = Field(
-        None,
-        description="Container image for the operator's Jobs; null uses the operator's "
-        "`LAYERPILOT_IMAGE`, else the image of this layerpilot release.",
-    )
-    gpus: int = Field(0, ge=0, description="GPUs (`nvidia.com/gpu`) per training pod (operator only).")
-    probe_gpus: int = Field(0, ge=0, description="GPUs per probe pod (operator only).")
-    probe_parallelism: int = Field(4, ge=1, description="Probe pods running at once (operator only).")
-    nodes: int = Field(
-        1,
-        ge=1,
-        description=(
-            "Training nodes. More than 1 runs training as a Kubeflow Trainer `TrainJob` "
-            "(`torch-distributed` runtime, torchrun), which the cluster must have installed."
-        ),
-    )
-    cpu: str = Field("1", pattern=_QUANTITY, description="CPU request of every pod (e.g. `2`, `500m`).")
-    memory: str = Field("4Gi", pattern=_QUANTITY, description="Memory request and limit of every pod.")
-    workspace: WorkspaceSpec = Field(
-        default_factory=WorkspaceSpec,
-        description="The volume every Job mounts at /workspace: probe partials and report, training "
-        "checkpoints and the layer patch travel through it.",
-    )
-    retries: int = Field(
-        2,
-        ge=0,
-        le=10,
-        description=(
-            "Retries of a failed pod (per probe unit: `backoffLimitPerIndex`) before the Job fails."
-        ),
-    )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels every pod must match (e.g. a GPU node pool)."
-    )
-    tolerations: list[dict[str, Any]] = Field(
-        default_factory=list, description="Pod tolerations (e.g. for tainted GPU nodes), as in a PodSpec."
-    )
-    service_account_name: str | None = Field(
-        None,
-        description="Service account of the Jobs' pods; null runs them with no Kubernetes API token "
-        "mounted (they never call the API).",
-    )
-
-
-class LayerAdaptationSpec(_Model):
+class LayerAdaptationSpec(Section):
     """The whole spec of a `LayerAdaptation`: what to adapt, how to probe, select and train."""
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="Base model.")
@@ -419,13 +335,13 @@ class LayerAdaptationSpec(_Model):
         return self
 
 
-class Metadata(_Model):
+class Metadata(Section):
     model_config = ConfigDict(extra="allow")
     name: str = Field("layerpilot", description="Resource name.")
     namespace: str | None = Field(None, description="Resource namespace.")
 
 
-class LayerAdaptation(_Model):
+class LayerAdaptation(Section):
     """The full custom resource document."""
 
     api_version: Literal["layerpilot.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")

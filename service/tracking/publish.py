@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,40 +39,18 @@ from service.files import write_json
 from service.record import RUNNING, Record, Tracking, enclosing, walk
 from service.tracking import review
 from service.tracking.client import client_for, ensure_experiment, error_code, metric_key
+from service.tracking.published import PUBLISH_FIELDS, PUBLISHED, PublishResult
 from service.tracking.registration import register_patch
 from service.tracking.retries import RetryPolicy, is_transient, short_error
-from service.tracking.uris import ENV_TRACKING_URI, check_tracking_uri, run_url, without_credentials
+from service.tracking.uris import ENV_TRACKING_URI, check_tracking_uri, without_credentials
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RECORD_KEY = "layerpilot.record_key"  # on every run a publish created: the record it shows
 PUBLISHED_FILE = "published.json"
-SYNC_COMMAND = "layerpilot mlflow sync"
 _METRICS_PER_REQUEST, _OTHERS_PER_REQUEST = 1000, 100  # MLflow's log_batch limits
 _PARAM_LENGTH = 6000  # MLflow's limit on a param value
-
-PUBLISH_FIELDS: dict[str, str] = {
-    "workdir": "the work directory published",
-    "trackingUri": "where it was published",
-    "experimentId": "the experiment of its top run",
-    "runs": "each record (its directory, relative to the work directory) → its MLflow run id",
-    "sent": "what this publish sent, by kind (`runs` created, `params`, `tags`, `metricPoints`, "
-    "`artifacts`, `statuses`, `versions` registered)",
-    "registered": "the versions registered from the work directory's runs (name, version, alias, url, …)",
-    "left": "what is not in MLflow yet, by kind (`runs`, `metricPoints`, `artifacts`, `statuses`, "
-    "`registrations`); empty when everything is",
-    "complete": "true when everything in the work directory is in MLflow",
-    "problems": "requests MLflow refused, one line each (the rest was published)",
-    "error": "why the publish stopped early (MLflow unreachable), or null",
-    "seconds": "wall time of the publish",
-}
-"""Every field of `layerpilot mlflow sync --json` (the reference is generated from this)."""
-
-PUBLISHED_FIELDS = ("trackingUri", "experimentId", "runs", "registered", "complete")
-"""What `published.json` holds: the fields of the last publish that say where the work directory is."""
-
-_WORDS = {"metricPoints": ("metric point", "metric points"), "statuses": ("status", "statuses")}
 
 
 class _Down(Exception):
@@ -92,65 +71,6 @@ class RunState:
     seen: dict[str, set[tuple[int, int]]] = field(default_factory=dict)  # key -> (step, timestamp)
     offset: int = 0  # bytes of metrics.jsonl published
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # folder -> run path -> size
-
-
-@dataclass
-class PublishResult:
-    workdir: Path
-    tracking_uri: str
-    experiment_id: str | None = None
-    runs: dict[str, str] = field(default_factory=dict)
-    sent: dict[str, int] = field(default_factory=dict)
-    registered: list[dict[str, Any]] = field(default_factory=list)
-    left: dict[str, int] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def complete(self) -> bool:
-        return not self.left and self.error is None
-
-    def count(self, kind: str, n: int = 1) -> None:
-        if n:
-            self.sent[kind] = self.sent.get(kind, 0) + n
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "workdir": str(self.workdir),
-            "trackingUri": self.tracking_uri,
-            "experimentId": self.experiment_id,
-            "runs": self.runs,
-            "sent": self.sent,
-            "registered": self.registered,
-            "left": self.left,
-            "complete": self.complete,
-            "problems": self.problems,
-            "error": self.error,
-            "seconds": round(self.seconds, 2),
-        }
-
-    def line(self) -> str:
-        """The outcome in one line."""
-        if self.error is not None:
-            return (
-                f"{self.error}: not published yet: {describe(self.left)}; {self.workdir} keeps all of it "
-                f"(publish it with `{SYNC_COMMAND} {self.workdir}`)"
-            )
-        sent = describe(self.sent)
-        where = f"{self.workdir} is in MLflow at {self.tracking_uri}"
-        if not self.left:
-            return f"{where}{f' (sent {sent})' if sent else ', nothing to send'}"
-        return f"{where} except {describe(self.left)}{f' (sent {sent})' if sent else ''}"
-
-
-def describe(counts: Mapping[str, int]) -> str:
-    """
-    >>> describe({"runs": 1, "metricPoints": 12, "statuses": 1})
-    '1 run, 12 metric points, 1 status'
-    """
-    words = [_WORDS.get(kind, (kind[:-1], kind))[0 if n == 1 else 1] for kind, n in counts.items()]
-    return ", ".join(f"{n} {word}" for n, word in zip(counts.values(), words, strict=True))
 
 
 class Publisher:
@@ -301,14 +221,14 @@ class Publisher:
         self, record: Record, parent: RunState | None, experiment: str, result: PublishResult
     ) -> RunState | None:
         tags = {
-            **self.target.context,
+            **dict(self.target.context),
             **record.tags,
             RECORD_KEY: record.key,
             "layerpilot.version": __version__,
         }
         if parent is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent.run_id
-        start = int(record.data.get("startTime") or 0) or None
+        start = record.data.start_time
         created = self._call(
             f"run {record.name}",
             lambda: self.client.create_run(experiment, start_time=start, tags=tags, run_name=record.name),
@@ -442,7 +362,7 @@ class Publisher:
                 result,
             )
         else:
-            end = record.data.get("endTime")
+            end = record.data.end_time
             done = self._do(
                 f"status of {record.name}",
                 lambda: self.client.set_terminated(state.run_id, record.status, end_time=end),
@@ -458,22 +378,19 @@ class Publisher:
     # -- the registration --
 
     def _register(self, record: Record, state: RunState, result: PublishResult) -> None:
-        request = record.registration or {}
-        name = str(request["name"])
-        patch_dir = Path(str(request["patchDir"]))
-        patch_dir = patch_dir if patch_dir.is_absolute() else record.directory / patch_dir
+        wanted = record.registration
+        assert wanted is not None
+        patch_dir = Path(wanted.patch_dir)
         registered = self._call(
-            f"registration of {name}",
+            f"registration of {wanted.name}",
             lambda: register_patch(
                 self.client,
                 self.tracking_uri,
-                patch_dir,
-                name=name,
+                wanted,
+                patch_dir if patch_dir.is_absolute() else record.directory / patch_dir,
                 run_id=state.run_id,
                 experiment_id=state.experiment_id,
-                request=dict(request.get("review") or {}),
                 runs=self._stage_runs(state, result),
-                alias=str(request.get("alias") or review.CANDIDATE),
             ),
             result,
         )
@@ -482,9 +399,11 @@ class Publisher:
         version, created = registered
         result.registered.append(version)
         result.count("versions", int(created))
-        tags = {review.REGISTERED_MODEL: name, review.MODEL_VERSION: version["version"]}
+        tags = {review.REGISTERED_MODEL: wanted.name, review.MODEL_VERSION: version["version"]}
         if any(state.tags.get(k) != v for k, v in tags.items()) and self._do(
-            f"tags of {record.name}", lambda: self._batch(state, tags=_tags(tags)), result
+            f"tags of {record.name}",
+            lambda: self._batch(state, tags=[RunTag(k, v) for k, v in tags.items()]),
+            result,
         ):
             state.tags.update(tags)
 
@@ -514,36 +433,27 @@ class Publisher:
     # -- what is left --
 
     def _left(self, records: list[tuple[Record, Record | None]]) -> dict[str, int]:
-        left: dict[str, int] = {}
-
-        def add(kind: str, n: int = 1) -> None:
-            if n:
-                left[kind] = left.get(kind, 0) + n
-
+        left: Counter[str] = Counter()
         for record, _ in records:
             state = self.states.get(record.key)
-            if state is None:
-                add("runs")
-                add("metricPoints", len(record.points()[0]))
-                add("artifacts", len(list(_files(record))))
-            else:
-                add("metricPoints", len(record.points(state.offset)[0]))
-                add(
-                    "artifacts",
-                    sum(1 for local, folder in _files(record) if not _uploaded(state, local, folder)),
-                )
-                if not state.adopted and state.status != record.status:
-                    add("statuses")
-            if record.registration and (state is None or review.MODEL_VERSION not in state.tags):
-                add("registrations")
-        return left
+            files = list(_files(record))
+            left["runs"] += state is None
+            left["metricPoints"] += len(record.points(state.offset if state else 0)[0])
+            left["artifacts"] += sum(
+                1 for local, folder in files if not state or not _uploaded(state, local, folder)
+            )
+            left["statuses"] += bool(state and not state.adopted and state.status != record.status)
+            left["registrations"] += bool(
+                record.registration and (state is None or review.MODEL_VERSION not in state.tags)
+            )
+        return {kind: n for kind, n in left.items() if n}
 
     def _write(self, result: PublishResult) -> None:
         """`published.json`: where the work directory is in MLflow, rewritten when that changes."""
-        data = {key: value for key, value in result.to_json().items() if key in PUBLISHED_FIELDS}
+        data = PUBLISH_FIELDS.json(result, only=PUBLISHED)
         path = self.workdir / PUBLISHED_FILE
         try:
-            if path.is_file() and path.read_text().strip() == _dumped(data).strip():
+            if path.is_file() and json.loads(path.read_text()) == data:
                 return
             write_json(path, data)
         except OSError as error:  # a full disk must not fail a job for a file about MLflow
@@ -559,36 +469,22 @@ def publish(
     return Publisher(workdir, tracking_uri, retry=retry).publish()
 
 
-@dataclass(frozen=True)
-class _Target:
-    tracking_uri: str
-    experiment: str
-    run_id: str | None
-    context: dict[str, str]
-
-
-def _target(root: Record, given: str | None) -> _Target:
+def _target(root: Record, given: str | None) -> Tracking:
     """Where to publish: `--tracking-uri`, else the record's (with credentials from the environment)."""
     tracking = root.tracking or Tracking("", "layerpilot")
-    context = dict(tracking.context)
     if given:
-        return _Target(
-            check_tracking_uri(given, "--tracking-uri"), tracking.experiment, tracking.run_id, context
-        )
+        return replace(tracking, tracking_uri=check_tracking_uri(given, "--tracking-uri"))
     if not tracking.tracking_uri:
         raise InputError(
             "--tracking-uri",
             f"{root.directory} was recorded without MLflow (--no-mlflow)",
             "pass --tracking-uri URI to publish it",
         )
-    env = _env_uri()
     # The record keeps the URI without credentials; the environment may hold the same one with them.
-    uri = env if env and without_credentials(env) == tracking.tracking_uri else tracking.tracking_uri
-    return _Target(uri, tracking.experiment, tracking.run_id, context)
-
-
-def _env_uri() -> str | None:
-    return os.environ.get(ENV_TRACKING_URI) or None
+    env = os.environ.get(ENV_TRACKING_URI) or ""
+    return (
+        replace(tracking, tracking_uri=env) if without_credentials(env) == tracking.tracking_uri else tracking
+    )
 
 
 def _files(record: Record) -> Iterator[tuple[Path, str | None]]:
@@ -615,21 +511,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def _tags(tags: Mapping[str, str]) -> list[RunTag]:
-    return [RunTag(k, v) for k, v in tags.items()]
-
-
 def _relative(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root)) or "."
     except ValueError:
         return str(path)
-
-
-def _dumped(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)
-
-
-def url_of(result: PublishResult) -> str | None:
-    """The top run's page on a tracking server (None for a local store or a run not created)."""
-    return run_url(result.tracking_uri, result.experiment_id, result.runs.get("."))

@@ -17,19 +17,23 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mlflow.tracking.context.registry import resolve_tags
 
 from service.errors import InputError, first_line
+from service.fields import Fields
 from service.files import write_json
 from service.record import RUNNING, Record, Tracking, ended_status
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec, MlflowSpec
 from service.tracking import review
-from service.tracking.publish import SYNC_COMMAND, Publisher, PublishResult, describe
-from service.tracking.uris import resolve_tracking_uri, without_credentials
+from service.tracking.publish import Publisher
+from service.tracking.published import SYNC_COMMAND, PublishResult, describe
+from service.tracking.uris import resolve_tracking_uri, where_to_look, without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,40 @@ def interval_from_env() -> float:
     if value <= 0:
         raise InputError(INTERVAL_ENV, f"must be positive, got {raw}", "unset it or set e.g. 5")
     return value
+
+
+@dataclass
+class Tracked:
+    """Where a job's record went in MLflow, as its last publish left it."""
+
+    tracking_uri: str | None = None
+    experiment_id: str | None = None
+    run_ids: dict[str, str] = field(default_factory=dict)  # role -> run id
+    registered: dict[str, Any] | None = None  # the version, when one was registered
+    where_to_look: str | None = None
+    not_logged: str | None = None  # what MLflow does not hold yet, in one line
+
+    def to_json(self) -> dict[str, Any]:
+        return TRACKED_FIELDS.json(self)
+
+
+TRACKED_FIELDS: Fields[Tracked] = Fields(
+    {
+        "trackingUri": ("where the runs and the version are", lambda t: t.tracking_uri),
+        "experimentId": ("the experiment of the runs", lambda t: t.experiment_id),
+        "runIds": ("the MLflow run of each part of the job, by role", lambda t: t.run_ids),
+        "registeredModel": (
+            "the new version (name, version, alias, modelUri, loggedModelUri, url, tags); null when it "
+            "was not registered",
+            lambda t: t.registered,
+        ),
+        "whereToLook": (
+            "the run's URL, or the `mlflow ui` command for a local store",
+            lambda t: t.where_to_look,
+        ),
+        "notLogged": ("what MLflow does not hold yet, in one line, or null", lambda t: t.not_logged),
+    }
+)
 
 
 class Publishing:
@@ -124,6 +162,20 @@ class Publishing:
     @property
     def tracking_uri(self) -> str | None:
         return self.publisher.tracking_uri if self.publisher is not None else None
+
+    def tracked(self, roles: Mapping[str, str]) -> Tracked:
+        """The last publish, summed up; `roles` names the job's records by their directories."""
+        outcome = self.outcome
+        if outcome is None:
+            return Tracked()
+        return Tracked(
+            tracking_uri=outcome.tracking_uri,
+            experiment_id=outcome.experiment_id,
+            run_ids={role: outcome.runs[path] for role, path in roles.items() if path in outcome.runs},
+            registered=outcome.registered[-1] if outcome.registered else None,
+            where_to_look=where_to_look(outcome.tracking_uri, outcome.experiment_id, outcome.runs.get(".")),
+            not_logged=self.summary(),
+        )
 
     def summary(self) -> str | None:
         """One line when MLflow does not hold everything yet (what is left, and how to publish it)."""

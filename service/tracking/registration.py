@@ -21,48 +21,37 @@ from mlflow.models import Model
 from mlflow.tracking.context.registry import resolve_tags
 
 from service.patch import LayerDeltas, read_patch
+from service.record import Registration
 from service.tracking import flavor, review
 from service.tracking.client import error_code, global_tracking_uri
 from service.tracking.uris import run_url, version_url
-
-REVIEW_FIELDS: dict[str, str] = {
-    "evalBefore": "eval score of the base model",
-    "evalAfter": "eval score of base + layer patch",
-    "evalItems": "evaluation items",
-    "probeLayers": "the probe report's `layers`",
-    "strategy": "the selection rule",
-    "specHash": "hash of the spec",
-    "maxNewTokens": "the pyfunc's default completion length",
-}
-"""What a registration request's `review` holds (the reference is generated from this)."""
 
 
 def register_patch(
     client: Any,
     tracking_uri: str,
+    registration: Registration,
     patch_dir: Path,
     *,
-    name: str,
     run_id: str,
     experiment_id: str,
-    request: Mapping[str, Any],
     runs: Mapping[str, str],
-    alias: str = review.CANDIDATE,
 ) -> tuple[dict[str, Any], bool]:
-    """The version of `name` registered from `run_id` (found, or logged and registered now), and
-    whether it was registered now.
+    """The version of `registration.name` registered from `run_id` (found, or logged and registered
+    now), and whether it was registered now.
 
-    `request` is the record's `review` (REVIEW_FIELDS); `runs` are the stage runs the description
-    links to (role -> run id).
+    `runs` are the stage runs the description links to (role -> run id).
     """
+    name = registration.name
     patch = read_patch(patch_dir)
-    summary = _review(patch.meta, LayerDeltas.read(patch_dir), request, runs, tracking_uri, experiment_id)
+    deltas = LayerDeltas.read(patch_dir)
+    summary = _review(patch.meta, deltas, registration, runs, tracking_uri, experiment_id)
     tags = version_tags(summary)
     found = _versions_from(client, name, run_id)
     created = not found
     if created:
         _ensure_model(client, name, summary.base_uri)
-        model_uri = _logged_model(client, patch_dir, run_id, experiment_id, request, tags)
+        model_uri = _logged_model(client, patch_dir, run_id, experiment_id, registration, tags)
         with global_tracking_uri(tracking_uri):
             client.create_model_version(
                 name,
@@ -77,11 +66,11 @@ def register_patch(
             client.delete_model_version(name, twin.version)
     version = client.get_model_version(name, found[0].version)  # a search leaves the aliases out
     if not version.aliases and _newest(client, name) == int(version.version):
-        client.set_registered_model_alias(name, alias, version.version)
+        client.set_registered_model_alias(name, registration.alias, version.version)
     registered = {
         "name": name,
         "version": str(version.version),
-        "alias": alias,
+        "alias": registration.alias,
         "modelUri": f"models:/{name}/{version.version}",
         "loggedModelUri": version.source,
         "url": version_url(tracking_uri, name, str(version.version)),
@@ -112,7 +101,7 @@ def version_tags(summary: review.PatchReview) -> dict[str, str]:
 def _review(
     meta: Mapping[str, Any],
     deltas: LayerDeltas | None,
-    request: Mapping[str, Any],
+    registration: Registration,
     runs: Mapping[str, str],
     tracking_uri: str,
     experiment_id: str,
@@ -127,14 +116,14 @@ def _review(
         base_uri=str(base.get("uri")),
         base_fingerprint=str(base.get("fingerprint")),
         layers=list(meta["layers"]),
-        eval_before=request.get("evalBefore"),
-        eval_after=request.get("evalAfter"),
-        eval_items=request.get("evalItems"),
+        eval_before=registration.eval_before,
+        eval_after=registration.eval_after,
+        eval_items=registration.eval_items,
         training_steps=meta.get("trainedSteps"),
         num_parameters=meta.get("numParameters"),
-        strategy=request.get("strategy"),
-        spec_hash=request.get("specHash"),
-        probe_layers=list(request.get("probeLayers") or []),
+        strategy=registration.strategy,
+        spec_hash=registration.spec_hash,
+        probe_layers=list(registration.probe_layers),
         deltas=deltas.relative_json() if deltas is not None else {},
         runs={role: link(run_id) for role, run_id in runs.items()},
     )
@@ -170,7 +159,7 @@ def _logged_model(
     patch_dir: Path,
     run_id: str,
     experiment_id: str,
-    request: Mapping[str, Any],
+    registration: Registration,
     tags: Mapping[str, str],
 ) -> str:
     """A finished LoggedModel of the patch from `run_id` (an earlier attempt's, else a new one).
@@ -195,7 +184,7 @@ def _logged_model(
             run_id=run_id,
             model_id=logged.model_id,
         )
-        flavor.save_model(patch_dir, local, meta, max_new_tokens=request.get("maxNewTokens"))
+        flavor.save_model(patch_dir, local, meta, max_new_tokens=registration.max_new_tokens)
         client.log_model_artifacts(logged.model_id, str(local))
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])

@@ -115,7 +115,7 @@ class Registry:
             ],
         }
 
-    def _version(self, found: Any, brief: bool = False) -> dict[str, Any]:
+    def _version(self, found: Any, *, brief: bool = False) -> dict[str, Any]:
         tags = dict(found.tags or {})
         data = {
             "name": found.name,

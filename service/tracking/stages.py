@@ -5,7 +5,7 @@ stage's Job adopts its run through `MLFLOW_RUN_ID` and the operator ends it when
 are found by tags (the resource's uid, the stage), so an operator that restarts, or retries a
 handler half way, reuses the runs it created instead of opening new ones.
 
-Unlike `Tracker`, these calls raise: the operator cannot start a stage without its run, and turns a
+Unlike a publish, these calls raise: the operator cannot start a stage without its run, and turns a
 `LayerpilotError` into a retry with backoff.
 """
 

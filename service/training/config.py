@@ -100,7 +100,7 @@ def grpo_config_kwargs(
         "use_cpu": precision.device == "cpu",
         "bf16": precision.bf16,
         "fp16": False,
-        # We enable checkpointing ourselves (see `_enable_checkpointing`): TRL/transformers would make
+        # We enable checkpointing ourselves (see `grpo.enable_checkpointing`): TRL/transformers would make
         # the embeddings require grad, sending gradients through every frozen layer below.
         "gradient_checkpointing": False,
         "dataloader_num_workers": 0,

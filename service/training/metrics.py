@@ -6,9 +6,10 @@ Metric names follow one scheme in every run, `section/name` (the other sections:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from service.patch import LayerDeltas
 from service.progress import StepHook
 from service.record import Record
 from service.spec.models import LayerAdaptationSpec
@@ -64,3 +65,26 @@ def training_summary(seconds: float, global_step: int, trainable: int, total: in
         "train/global_step": global_step,
         "train/trainable_share": trainable / max(total, 1),
     }
+
+
+def nothing_learned(history: Sequence[dict[str, Any]], deltas: LayerDeltas) -> str | None:
+    """Why a run learned nothing, when no step gave GRPO a group whose rewards differed.
+
+    GRPO learns from the differences between a group's rewards; when every group's rewards are
+    equal at every step (all 0, typically), every advantage is 0 and the weights do not move.
+
+    >>> found = nothing_learned([{"reward": 0.0, "reward_std": 0.0}] * 3, LayerDeltas({1: 0.0}, {1: 0.0}, {}))
+    >>> found.split(", so")[0], nothing_learned([{"reward": 0.5, "reward_std": 0.2}], LayerDeltas({}, {}, {}))
+    ('every reward was 0.0 in all 3 steps', None)
+    """
+    steps = [h for h in history if "reward" in h]
+    if not steps or any(float(h.get("reward_std", 1.0)) > 0 for h in steps):
+        return None
+    values = {round(float(h["reward"]), 6) for h in steps}
+    what = f"every reward was {values.pop()}" if len(values) == 1 else "no group's rewards ever differed"
+    moved = max(deltas.relative.values(), default=0.0)
+    return (
+        f"{what} in all {len(steps)} steps, so GRPO had nothing to learn from and the weights did not "
+        f"change (relative weight change {moved:.1e}); check that the reward fits the data and the model "
+        "can read it (`layerpilot eval` shows completions)"
+    )

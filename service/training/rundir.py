@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import InputError
+from service.fields import Fields
 from service.files import write_json
 from service.patch import PATCH_META
 from service.ranks import is_main
@@ -24,13 +26,28 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
 
-RUN_FILE_FIELDS: dict[str, str] = {
-    "layers": "the layers this run trains",
-    "modelUri": "the spec's `model.uri`",
-    "modelDir": "where the base model's files were",
-    "specHash": "hash of the whole spec",
-    "trainingHash": "hash of what a resumed run must share with this one (data, rewards, algorithm, …)",
-}
+
+@dataclass(frozen=True)
+class RunFile:
+    """What `run.json` holds: what a resumed training must match."""
+
+    layers: list[int]
+    spec: LayerAdaptationSpec
+    model_dir: Path
+
+
+RUN_FILE_FIELDS: Fields[RunFile] = Fields(
+    {
+        "layers": ("the layers this run trains", lambda r: r.layers),
+        "modelUri": ("the spec's `model.uri`", lambda r: r.spec.model.uri),
+        "modelDir": ("where the base model's files were", lambda r: str(r.model_dir)),
+        "specHash": ("hash of the whole spec", lambda r: fingerprint(r.spec)),
+        "trainingHash": (
+            "hash of what a resumed run must share with this one (data, rewards, algorithm, …)",
+            lambda r: fingerprint(r.spec, "training"),
+        ),
+    }
+)
 """Every field of `run.json`, written when a training starts (the reference is generated from this)."""
 
 
@@ -100,11 +117,4 @@ def check_run_dir(
 
 
 def write_run_file(out_dir: Path, spec: LayerAdaptationSpec, layers: list[int], model_dir: Path) -> None:
-    record = {
-        "layers": layers,
-        "modelUri": spec.model.uri,
-        "modelDir": str(model_dir),
-        "specHash": fingerprint(spec),
-        "trainingHash": fingerprint(spec, "training"),
-    }
-    write_json(out_dir / RUN_FILE, record)
+    write_json(out_dir / RUN_FILE, RUN_FILE_FIELDS.json(RunFile(layers, spec, model_dir)))

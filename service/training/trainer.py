@@ -6,7 +6,6 @@ alone, and the result is written as a layer patch (see `service.patch`).
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Sequence
@@ -15,11 +14,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.data import check_chat_template, load_rows, unreadable_characters
-from service.errors import InputError, LayerpilotError
+from service.errors import InputError
+from service.fields import Fields
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
@@ -32,7 +30,8 @@ from service.rewards.registry import build_rewards
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
-from service.training.metrics import step_recorder, training_summary
+from service.training.grpo import StepHooks, StopAt, build_trainer, enable_checkpointing, progress_hook
+from service.training.metrics import nothing_learned, step_recorder, training_summary
 from service.training.rundir import CHECKPOINTS, latest_checkpoint, prepare_run_dir, write_run_file
 
 
@@ -51,19 +50,31 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "outDir": str(self.out_dir),
-            "layers": self.layers,
-            "globalStep": self.global_step,
-            "maxSteps": self.max_steps,
-            "resumedFrom": self.resumed_from,
-            "seconds": round(self.seconds, 2),
-            "trainableParameters": self.trainable_parameters,
-            "totalParameters": self.total_parameters,
-            "layerDeltas": self.deltas.relative_json(),
-            "metrics": self.metrics,
-            "warnings": self.warnings,
-        }
+        return TRAIN_RESULT_FIELDS.json(self)
+
+
+TRAIN_RESULT_FIELDS: Fields[TrainResult] = Fields(
+    {
+        "outDir": ("the output directory (`--out`)", lambda r: str(r.out_dir)),
+        "layers": ("the layers trained", lambda r: r.layers),
+        "globalStep": ("optimizer steps behind the weights", lambda r: r.global_step),
+        "maxSteps": ("the steps the run is scheduled for", lambda r: r.max_steps),
+        "resumedFrom": ("the checkpoint it continued from, or null", lambda r: r.resumed_from),
+        "seconds": ("wall time of the training", lambda r: round(r.seconds, 2)),
+        "trainableParameters": ("parameters trained", lambda r: r.trainable_parameters),
+        "totalParameters": ("parameters of the whole model", lambda r: r.total_parameters),
+        "layerDeltas": (
+            "relative weight change ‖ΔW‖/‖W‖ per trained layer",
+            lambda r: r.deltas.relative_json(),
+        ),
+        "metrics": ("TRL's metrics of the last logged step", lambda r: r.metrics),
+        "warnings": (
+            "what a person must know about the run, e.g. that no reward varied, so nothing was learned",
+            lambda r: r.warnings,
+        ),
+    }
+)
+"""Every field of `layerpilot train --json` (the reference is generated from this)."""
 
 
 def train(
@@ -134,7 +145,7 @@ def train(
         for index in chosen:
             stack.layers[index].to(torch.float32)
     if spec.training.gradient_checkpointing:
-        _enable_checkpointing(model)
+        enable_checkpointing(model)
     params = dict(model.named_parameters())
     # The base weights of the trained layers are read back from the model's files at the end (a
     # lazy mapping: nothing is read now); only a model whose files do not hold them (renamed
@@ -153,10 +164,10 @@ def train(
         train_rows,
         config_kwargs,
         callbacks=[
-            _StepHooks(
-                [_progress_hook(progress), *([step_recorder(record, spec)] if record else []), *on_step]
+            StepHooks(
+                [progress_hook(progress), *([step_recorder(record, spec)] if record else []), *on_step]
             ),
-            *([_StopAt(stop_at)] if stop_at is not None else []),
+            *([StopAt(stop_at)] if stop_at is not None else []),
             *callbacks,
         ],
     )
@@ -181,7 +192,7 @@ def train(
                 "numLayers": len(stack),
             },
             spec=spec.model_dump(mode="json", by_alias=True),
-            extra={"trainedSteps": trainer.state.global_step},
+            trained_steps=trainer.state.global_step,
         )
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     warnings += [found] if (found := nothing_learned(history, deltas)) else []
@@ -222,29 +233,6 @@ def record_patch(record: Record, out_dir: Path) -> None:
         record.add_artifact(out_dir / name, "layer_patch")
 
 
-def nothing_learned(history: Sequence[dict[str, Any]], deltas: LayerDeltas) -> str | None:
-    """Why a run learned nothing, when no step gave GRPO a group whose rewards differed.
-
-    GRPO learns from the differences between a group's rewards; when every group's rewards are
-    equal at every step (all 0, typically), every advantage is 0 and the weights do not move.
-
-    >>> found = nothing_learned([{"reward": 0.0, "reward_std": 0.0}] * 3, LayerDeltas({1: 0.0}, {1: 0.0}, {}))
-    >>> found.split(", so")[0], nothing_learned([{"reward": 0.5, "reward_std": 0.2}], LayerDeltas({}, {}, {}))
-    ('every reward was 0.0 in all 3 steps', None)
-    """
-    steps = [h for h in history if "reward" in h]
-    if not steps or any(float(h.get("reward_std", 1.0)) > 0 for h in steps):
-        return None
-    values = {round(float(h["reward"]), 6) for h in steps}
-    what = f"every reward was {values.pop()}" if len(values) == 1 else "no group's rewards ever differed"
-    moved = max(deltas.relative.values(), default=0.0)
-    return (
-        f"{what} in all {len(steps)} steps, so GRPO had nothing to learn from and the weights did not "
-        f"change (relative weight change {moved:.1e}); check that the reward fits the data and the model "
-        "can read it (`layerpilot eval` shows completions)"
-    )
-
-
 def _whole(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a parameter FSDP2 shards (a DTensor; every rank must call this), else itself."""
     full = getattr(tensor, "full_tensor", None)
@@ -278,120 +266,3 @@ def finished_run(
         deltas=deltas,
         metrics={},
     )
-
-
-def build_trainer(
-    model: Any,
-    tokenizer: Any,
-    rewards: tuple[Sequence[Any], list[float]],
-    train_rows: list[dict[str, Any]],
-    config_kwargs: dict[str, Any],
-    callbacks: Sequence[Any] = (),
-) -> Any:
-    """TRL's GRPOTrainer over a model whose trainable parameters were already chosen."""
-    # Deferred: TRL and datasets take seconds to import, and only training needs them.
-    import datasets
-    from trl.trainer.grpo_config import GRPOConfig
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
-    reward_funcs, weights = rewards
-    trainer = _selective_trainer_class(GRPOTrainer)(
-        model=model,
-        reward_funcs=cast(Any, list(reward_funcs)),
-        args=GRPOConfig(**config_kwargs, reward_weights=weights),
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-    _quiet(trainer)
-    return trainer
-
-
-@functools.cache
-def _selective_trainer_class(base: type) -> type:
-    """`base` (TRL's GRPOTrainer) whose checkpoints hold the trained parameters only.
-
-    transformers saves the whole model in every checkpoint; the frozen layers are the base model's,
-    unchanged and already on disk. Saving only what trains makes a one-layer checkpoint a fraction of
-    the model (a layer of Qwen3-8B is under 3 % of it) and spares the memory that serialising the
-    whole model costs at each save. Resuming loads it non-strictly over the base model (transformers
-    does so already); FSDP/DeepSpeed state dicts and PEFT adapters keep transformers' own saving.
-    """
-
-    class LayerSelectiveGRPOTrainer(base):
-        def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
-            model = self.accelerator.unwrap_model(self.model)
-            if state_dict is None and not hasattr(model, "peft_config"):
-                state_dict = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-            super()._save(output_dir, state_dict)
-
-        def _issue_warnings_after_load(self, load_result: Any) -> None:
-            # The frozen parameters are missing from a selective checkpoint by design.
-            trained = {n for n, p in self.model.named_parameters() if p.requires_grad}
-            missing = [k for k in load_result.missing_keys if k in trained]
-            if missing or load_result.unexpected_keys:
-                raise LayerpilotError(
-                    f"--resume: the checkpoint does not hold this run's trained weights (missing "
-                    f"{missing[:2]}, unexpected {list(load_result.unexpected_keys)[:2]}); "
-                    "train into a new --out, or delete the checkpoint"
-                )
-
-    return LayerSelectiveGRPOTrainer
-
-
-def _enable_checkpointing(model: Any) -> None:
-    """Activation checkpointing that never forces gradients through frozen lower layers.
-
-    transformers' `gradient_checkpointing_enable` also calls `enable_input_require_grads`, a
-    workaround for reentrant checkpointing that makes the embedding output require grad — and with
-    it every frozen layer below the trained ones runs a backward pass for nothing. Non-reentrant
-    checkpointing does not need it, so we undo it.
-    """
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.disable_input_require_grads()
-    model.config.use_cache = False
-
-
-def _quiet(trainer: Any) -> None:
-    """Results go to stdout and progress to our own hook: drop transformers' printers."""
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-
-
-class _StepHooks(TrainerCallback):
-    """Forwards (step, max_steps, logs) to plain functions, so callers need no transformers types.
-
-    Under a distributed launcher every rank trains, but only the main process reports.
-    """
-
-    def __init__(self, hooks: Sequence[StepHook]) -> None:
-        self.hooks = list(hooks)
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **_: Any
-    ) -> None:
-        if not getattr(state, "is_world_process_zero", True):
-            return
-        numbers = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, int | float)}
-        for hook in self.hooks:
-            hook(state.global_step, state.max_steps, numbers)
-
-
-class _StopAt(TrainerCallback):
-    """Ends training at `step`, with a checkpoint there, before the scheduled `max_steps`."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> Any:
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-            control.should_save = True
-        return control
-
-
-def _progress_hook(progress: Progress) -> StepHook:
-    def hook(step: int, max_steps: int, logs: dict[str, float]) -> None:
-        progress.update("train", step, reward_info(logs))
-
-    return hook

@@ -11,7 +11,9 @@ from cli.main import app
 from service.adapt import RESULT_FIELDS
 from service.models.hub import DEMO_MODEL_DIR
 from service.patch import PATCH_META_FIELDS, PATCH_TENSORS
-from service.probe.report import LAYER_FIELDS, REPORT_FIELDS
+from service.probe.report import LAYER_FIELDS, MODE_FIELDS, REPORT_FIELDS
+from service.record import RECORD_FIELDS
+from service.tracking.published import PUBLISHED
 from service.training.rundir import RUN_FILE_FIELDS
 from tests.cli.helpers import runner
 
@@ -45,11 +47,13 @@ def test_demo_probes_trains_registers_and_says_where_to_look(
     def keys(path: str) -> set[str]:
         return set(json.loads((tmp_path / path).read_text()))
 
-    assert set(report) <= set(REPORT_FIELDS), set(report) - set(REPORT_FIELDS)
-    assert {key for layer in report["layers"] for key in layer} <= set(LAYER_FIELDS)
-    assert keys("train/layer_patch.json") <= set(PATCH_META_FIELDS)
-    assert keys("train/run.json") <= set(RUN_FILE_FIELDS)
-    assert keys("adapt_result.json") <= set(RESULT_FIELDS)
+    assert set(report) <= {*REPORT_FIELDS.help, *MODE_FIELDS}, set(report) - set(REPORT_FIELDS.help)
+    assert {key for layer in report["layers"] for key in layer} <= set(LAYER_FIELDS.help)
+    assert keys("train/layer_patch.json") == set(PATCH_META_FIELDS)
+    assert keys("train/run.json") == set(RUN_FILE_FIELDS)
+    assert keys("record.json") == keys("train/record.json") == set(RECORD_FIELDS)
+    assert keys("published.json") == set(PUBLISHED)
+    assert keys("adapt_result.json") == set(RESULT_FIELDS.help)
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("layerpilot-demo")

@@ -138,7 +138,7 @@ def test_probe_refuses_a_directory_holding_another_models_probe(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_registry_list_says_where_it_looked(tmp_path: Path, as_json: bool) -> None:
+def test_registry_list_says_where_it_looked(tmp_path: Path, *, as_json: bool) -> None:
     from mlflow import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

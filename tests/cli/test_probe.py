@@ -1,4 +1,4 @@
-"""`layerpilot probe` (run, --layer-index, merge, validate) and `plan export` as a user drives them."""
+"""`layerpilot probe` (run, --layer-index, merge, validate) and `export` as a user drives them."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_layer_index_units_then_merge_make_the_report(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["layers"] == report["layers"]
 
-    plan = runner.invoke(app, ["plan", "export", str(out / REPORT_JSON), "--format", "regex"])
+    plan = runner.invoke(app, ["export", str(out / REPORT_JSON), "--format", "regex"])
     assert plan.exit_code == 0, plan.output
     assert f"model\\.layers\\.({report['selected'][0]})\\..+" in plan.output
 
@@ -84,7 +84,7 @@ def test_validate_reports_rank_correlations(tmp_path: Path) -> None:
         (["probe", "--model", "builtin:demo", "--layer-index", "9"], "--layer-index: '9' is not a probe"),
         (["probe", "--model", "builtin:demo", "--mode", "gradient", "--layer-index", "1"], "--layer-index"),
         (["probe", "merge", "/nonexistent"], "PROBE_DIR: no probe partial results"),
-        (["plan", "export", "/nonexistent/probe_report.json", "--format", "peft"], "REPORT: no file"),
+        (["export", "/nonexistent/probe_report.json", "--format", "peft"], "REPORT: no file"),
         (["probe", "--model", "builtin:demo", "--mode", "psychic"], "--mode"),
     ],
 )
@@ -107,8 +107,8 @@ def test_llamafactory_export_of_a_middle_layer_says_what_to_use(tmp_path: Path) 
     }
     path = tmp_path / REPORT_JSON
     path.write_text(json.dumps(report))
-    result = runner.invoke(app, ["plan", "export", str(path), "--format", "llamafactory"])
+    result = runner.invoke(app, ["export", str(path), "--format", "llamafactory"])
     assert result.exit_code == 2 and "use --format peft, axolotl or regex" in result.output
-    ok = runner.invoke(app, ["plan", "export", str(tmp_path), "--format", "peft", "--json"])
+    ok = runner.invoke(app, ["export", str(tmp_path), "--format", "peft", "--json"])
     assert ok.exit_code == 0
     assert json.loads(ok.stdout) == {"layers_to_transform": [2], "layers_pattern": "layers"}

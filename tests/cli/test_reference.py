@@ -18,7 +18,7 @@ def test_the_reference_covers_every_command_and_spec_section() -> None:
     text = render()
     for command in ("adapt", "demo", "probe [run]", "probe merge", "probe validate", "train", "eval"):
         assert f"### `layerpilot {command}`" in text
-    for command in ("patch apply", "plan export", "registry list", "registry show", "registry promote"):
+    for command in ("patch apply", "export", "registry list", "registry show", "registry promote"):
         assert f"### `layerpilot {command}`" in text
     for section in ("model", "dataset", "rewards", "algorithm", "probe", "selection", "training", "mlflow"):
         assert f"### `spec.{section}`" in text

@@ -12,8 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from cli.main import app
-from service.adapt import REGISTER_FIELDS
+from service.probe.chart import write_report
 from service.probe.report import REPORT_JSON, LayerScore, ProbeReport
+from service.register import REGISTER_FIELDS
 from service.tracking import review
 from tests.cli.helpers import resource, runner, write_spec
 from tests.mlflow_server import MlflowServer, free_port
@@ -98,7 +99,7 @@ def test_stages_as_jobs_register_a_candidate_from_the_operators_run(
         "--json",
     )
     result = json.loads(registered.stdout)
-    assert set(result) <= set(REGISTER_FIELDS), set(result) - set(REGISTER_FIELDS)
+    assert set(result) == set(REGISTER_FIELDS.help)
     assert result["evalBefore"] == report["baselineScore"]  # the probe's base unit, not evaluated again
     assert result["layers"] == report["selected"]
 
@@ -161,7 +162,7 @@ def test_a_registration_that_did_not_happen_fails_and_keeps_the_patch(
     spec = write_spec(tmp_path, _spec(dead, "dead", registeredModel="dead-model"))
     layers = [LayerScore(i, f"model.layers.{i}", 0.3, None, rank) for rank, i in enumerate([2, 1], 1)]
     probe = ProbeReport("builtin:demo", 6, "exact", "model.layers", layers, [2], baseline_score=0.25)
-    probe.write(tmp_path)
+    write_report(probe, tmp_path)
 
     patch, out = str(trained_run["out"]), tmp_path / "register"
     args = ["register", str(spec), "--probe", str(tmp_path), "--patch", patch, "--out", str(out), "--json"]

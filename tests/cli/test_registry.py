@@ -35,8 +35,8 @@ def registered(
             "registry-cli",
             trained_run["out"],
             name,
-            evalBefore=0.25,
-            evalAfter=score,
+            eval_before=0.25,
+            eval_after=score,
         )
     return {"name": name, "uri": mlflow_server.uri}
 

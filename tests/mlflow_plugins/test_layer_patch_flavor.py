@@ -110,7 +110,7 @@ def test_registered_version_round_trips_through_the_registry(
 ) -> None:
     name = f"flavor-{uuid.uuid4().hex[:8]}"
     registered = register_by_publishing(
-        tmp_path, mlflow_server.uri, "flavor", trained_run["out"], name, evalAfter=0.5, maxNewTokens=4
+        tmp_path, mlflow_server.uri, "flavor", trained_run["out"], name, eval_after=0.5, max_new_tokens=4
     )
     clean_mlflow_env.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@candidate")

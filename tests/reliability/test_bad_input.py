@@ -84,7 +84,7 @@ CASES: list[Case] = [
     Case("report-corrupt", [*TRAIN, "--from-probe", "{w}/corrupt.json", NO], "--from-probe"),
     Case("report-not-a-report", [*TRAIN, "--from-probe", "{w}/notreport.json", NO], "--from-probe"),
     Case("report-other-model", [*TRAIN, "--from-probe", "{w}/other-model.json", NO], "--from-probe"),
-    Case("plan-export-corrupt", ["plan", "export", "{w}/corrupt.json", "--format", "peft"], "REPORT"),
+    Case("export-corrupt", ["export", "{w}/corrupt.json", "--format", "peft"], "REPORT"),
     # layer patches
     Case("patch-missing", [*APPLY, "{w}/empty-dir", "{w}/out-a"], "PATCH_DIR"),
     Case("patch-truncated", [*APPLY, "{w}/patch-truncated", "{w}/out-b"], "PATCH_DIR"),

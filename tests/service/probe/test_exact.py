@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from service.errors import InputError
+from service.probe.chart import write_report
 from service.probe.exact import merge_partials, run_exact
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
@@ -191,7 +192,7 @@ def test_intervals_are_paired_over_the_same_items(tmp_path: Path) -> None:
     assert (
         tmp_path / REPORT_PNG
     ).exists() is False  # merge alone writes nothing; the chart is drawn on write
-    report.write(tmp_path)
+    write_report(report, tmp_path)
     assert (tmp_path / REPORT_PNG).stat().st_size > 10_000
 
 

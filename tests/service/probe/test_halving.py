@@ -13,7 +13,7 @@ from rich.console import Console
 from cli.tables import layer_table
 from service.errors import InputError
 from service.probe.exact import run_exact
-from service.probe.halving import halving_plan, merge_halving
+from service.probe.halving import merge_halving, rung_schedule
 from service.probe.report import REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
 from service.probe.units import PARTIALS, Unit, partial_path, run_unit
@@ -44,10 +44,10 @@ def _comparable(report: ProbeReport) -> dict[str, Any]:
 
 
 def test_the_plan_halves_layers_while_steps_double() -> None:
-    assert [(r.steps, r.layers) for r in halving_plan(6, STEPS, 2)] == [(1, 6), (2, 3), (4, 2)]
+    assert [(r.steps, r.layers) for r in rung_schedule(6, STEPS, 2)] == [(1, 6), (2, 3), (4, 2)]
     # a short probe caps the rungs so the first still trains a step
-    assert [(r.steps, r.layers) for r in halving_plan(30, 4, 2)] == [(1, 30), (2, 15), (4, 8)]
-    assert [(r.steps, r.layers) for r in halving_plan(6, STEPS, 3)] == [(2, 6), (4, 3)]
+    assert [(r.steps, r.layers) for r in rung_schedule(30, 4, 2)] == [(1, 30), (2, 15), (4, 8)]
+    assert [(r.steps, r.layers) for r in rung_schedule(6, STEPS, 3)] == [(2, 6), (4, 3)]
 
 
 def test_only_the_finalists_train_the_whole_length(halving_dir: Path) -> None:

@@ -152,7 +152,7 @@ def test_code_tests_cannot_start_programs_or_signal_the_trainer() -> None:
 
 
 @pytest.mark.parametrize("network_namespace", [True, False], ids=["namespace+hook", "hook-only"])
-def test_code_tests_network_is_blocked(listener: socket.socket, network_namespace: bool) -> None:
+def test_code_tests_network_is_blocked(listener: socket.socket, *, network_namespace: bool) -> None:
     port = listener.getsockname()[1]
     attempts = [
         f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'TOKEN')",

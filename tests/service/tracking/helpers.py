@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from service.record import Record, Tracking
+from service.record import Record, Registration, Tracking
 from service.tracking.publish import publish
 
 
@@ -16,7 +16,7 @@ def register_by_publishing(
     """A finished record asking to register `patch_dir` as a version of `name`, published once."""
     workdir = root / f"job-{uuid.uuid4().hex[:8]}"
     record = Record.start(workdir, "adapt", tracking=Tracking(tracking_uri, experiment))
-    record.request_registration({"name": name, "patchDir": str(patch_dir), "review": review})
+    record.request_registration(Registration(name, str(patch_dir), "candidate", **review))
     record.end()
     result = publish(workdir)
     assert result.complete, result.line()

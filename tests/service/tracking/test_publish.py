@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from service.errors import InputError
-from service.record import FAILED, METRICS_FILE, RECORD_FILE, Record, Tracking
+from service.record import FAILED, METRICS_FILE, RECORD_FILE, Record, Registration, Tracking
 from service.spec.models import MlflowSpec
 from service.tracking.publish import PUBLISHED_FILE, RECORD_KEY, Publisher, publish
 from service.tracking.publishing import Publishing, tracking_for
@@ -100,7 +100,7 @@ def test_a_record_becomes_the_run_tree_once(
     assert parent.data.tags["layerpilot.selected_layers"] == "1"
     assert parent.data.params == {"algorithm.learningRate": "0.001", "training.maxSteps": "3"}
     assert parent.info.status == train.info.status == "FINISHED"
-    assert parent.info.start_time == top.data["startTime"] and parent.info.end_time == top.data["endTime"]
+    assert parent.info.start_time == top.data.start_time and parent.info.end_time == top.data.end_time
     # the metric points as the job recorded them: same steps, same timestamps
     recorded = [line for line in (work / "train" / METRICS_FILE).read_text().splitlines()]
     expected = sorted(
@@ -195,9 +195,20 @@ def test_registration_creates_a_reviewable_candidate_once(
     record = Record.start(tmp_path, "adapt", tracking=Tracking(mlflow_server.uri, experiment))
     record.child("train", "train", tags={"layerpilot.stage": "train"}).end()
     layers = [{"index": i, "score": 0.3 + i / 100, "contribution": i / 50, "rank": 6 - i} for i in range(6)]
-    review = {"evalBefore": 0.31, "evalAfter": 0.42, "evalItems": 32, "probeLayers": layers}
-    review |= {"strategy": "top-k", "specHash": "abc123", "maxNewTokens": 4}
-    record.request_registration({"name": name, "patchDir": str(trained_run["out"]), "review": review})
+    record.request_registration(
+        Registration(
+            name,
+            str(trained_run["out"]),
+            CANDIDATE,
+            eval_before=0.31,
+            eval_after=0.42,
+            eval_items=32,
+            probe_layers=layers,
+            strategy="top-k",
+            spec_hash="abc123",
+            max_new_tokens=4,
+        )
+    )
     record.end()
     result = publish(tmp_path)
     assert result.complete and result.sent["versions"] == 1, result.line()

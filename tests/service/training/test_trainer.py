@@ -17,8 +17,9 @@ from service.models.stack import find_decoder_layers, freeze_except
 from service.patch import PATCH_TENSORS, LayerDeltas, apply_to_model, read_patch
 from service.spec.models import ModelSpec
 from service.training.config import LOSS_DEFAULTS, choose_precision, grpo_config_kwargs
+from service.training.grpo import enable_checkpointing
 from service.training.rundir import latest_checkpoint
-from service.training.trainer import _enable_checkpointing, train
+from service.training.trainer import train
 from tests.conftest import small_spec
 
 
@@ -143,7 +144,7 @@ def test_gradient_checkpointing_sends_no_gradient_through_frozen_lower_layers() 
     model, tokenizer = load_model_and_tokenizer(ModelSpec())
     stack = find_decoder_layers(model)
     freeze_except(model, stack, [4])
-    _enable_checkpointing(model)
+    enable_checkpointing(model)
     model.train()
     backward_calls: list[int] = []
     for index in (0, 3):

@@ -1,4 +1,4 @@
-"""Plan exports select exactly the chosen layers' real parameters, under each tool's own matching rule."""
+"""Layer exports select exactly the chosen layers' real parameters, under each tool's own matching rule."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from service.errors import InputError
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import find_decoder_layers
-from service.probe.plan import export_plan
+from service.probe.export import export_layers
 from service.probe.report import LayerScore, ProbeReport
 from service.spec.models import ModelSpec
 
@@ -40,7 +40,7 @@ def _names_in(model: torch.nn.Module, layers: list[int]) -> set[str]:
 
 @pytest.mark.parametrize("selected", [[1], [0, 5], [2, 3, 4]])
 def test_regex_matches_exactly_the_selected_layers(demo_model: torch.nn.Module, selected: list[int]) -> None:
-    pattern = export_plan(_report(demo_model, selected), "regex")["regex"]
+    pattern = export_layers(_report(demo_model, selected), "regex")["regex"]
     matched = {n for n, _ in demo_model.named_parameters() if re.fullmatch(pattern, n)}
     assert matched == _names_in(demo_model, selected) and matched
 
@@ -49,7 +49,7 @@ def test_regex_matches_exactly_the_selected_layers(demo_model: torch.nn.Module, 
 def test_axolotl_patterns_match_as_axolotl_applies_them(
     demo_model: torch.nn.Module, selected: list[int]
 ) -> None:
-    patterns = export_plan(_report(demo_model, selected), "axolotl")["unfrozen_parameters"]
+    patterns = export_layers(_report(demo_model, selected), "axolotl")["unfrozen_parameters"]
     # axolotl's freeze_layers_except: every "." becomes a literal dot, then re.match on the name
     compiled = [re.compile(p.replace(".", "\\.")) for p in patterns]
     matched = {n for n, _ in demo_model.named_parameters() if any(c.match(n) for c in compiled)}
@@ -63,7 +63,7 @@ def test_peft_lora_lands_only_in_the_selected_layers() -> None:
     from peft import LoraConfig, get_peft_model
 
     model, _ = load_model_and_tokenizer(ModelSpec())
-    plan = export_plan(_report(model, [1, 4]), "peft")
+    plan = export_layers(_report(model, [1, 4]), "peft")
     config = LoraConfig(r=2, target_modules=["q_proj", "down_proj"], **plan)
     peft_model = get_peft_model(model, config)
     lora = {n for n, _ in peft_model.named_parameters() if "lora_" in n}
@@ -72,14 +72,14 @@ def test_peft_lora_lands_only_in_the_selected_layers() -> None:
 
 
 def test_llamafactory_expresses_first_or_last_layers_only(demo_model: torch.nn.Module) -> None:
-    assert export_plan(_report(demo_model, [4, 5]), "llamafactory")["freeze_trainable_layers"] == 2
-    assert export_plan(_report(demo_model, [0]), "llamafactory")["freeze_trainable_layers"] == -1
+    assert export_layers(_report(demo_model, [4, 5]), "llamafactory")["freeze_trainable_layers"] == 2
+    assert export_layers(_report(demo_model, [0]), "llamafactory")["freeze_trainable_layers"] == -1
     with pytest.raises(InputError, match=r"--format: LLaMA-Factory .* \[2\] are neither; use --format peft"):
-        export_plan(_report(demo_model, [2]), "llamafactory")
+        export_layers(_report(demo_model, [2]), "llamafactory")
 
 
 def test_unknown_format_and_empty_selection_are_refused(demo_model: torch.nn.Module) -> None:
     with pytest.raises(InputError, match="--format"):
-        export_plan(_report(demo_model, [1]), "deepspeed")
+        export_layers(_report(demo_model, [1]), "deepspeed")
     with pytest.raises(InputError, match="REPORT"):
-        export_plan(_report(demo_model, []), "regex")
+        export_layers(_report(demo_model, []), "regex")

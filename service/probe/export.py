@@ -19,7 +19,7 @@ from service.errors import InputError
 from service.probe.report import ProbeReport
 
 
-class PlanFormat(StrEnum):
+class ExportFormat(StrEnum):
     peft = "peft"
     axolotl = "axolotl"
     llamafactory = "llamafactory"
@@ -38,7 +38,7 @@ def layers_regex(layers_path: str, layers: list[int]) -> str:
     return rf"{re.escape(layers_path)}\.({alternatives})\..+"
 
 
-def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
+def export_layers(report: ProbeReport, fmt: str) -> dict[str, Any]:
     """The selected layers of `report` in format `fmt`, as a mapping ready to dump as YAML or JSON."""
     layers = sorted(report.selected)
     if not layers:
@@ -46,14 +46,14 @@ def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
             "REPORT", "the report selects no layers", "re-run `layerpilot probe` with a selection"
         )
     path = report.layers_path
-    if fmt == PlanFormat.peft.value:
+    if fmt == ExportFormat.peft.value:
         # PEFT matches `layers_pattern` as the name of the module list right before the index.
         return {"layers_to_transform": layers, "layers_pattern": path.rsplit(".", 1)[-1]}
-    if fmt == PlanFormat.axolotl.value:
+    if fmt == ExportFormat.axolotl.value:
         # Axolotl turns every "." into a literal dot, so "[.]" is the only portable way to end the
         # index; `re.match` then anchors the pattern at the start of the name.
         return {"unfrozen_parameters": [f"^{path}.{i}[.]" for i in layers]}
-    if fmt == PlanFormat.llamafactory.value:
+    if fmt == ExportFormat.llamafactory.value:
         count = len(layers)
         if layers == list(range(report.num_layers - count, report.num_layers)):
             trainable = count
@@ -71,6 +71,6 @@ def export_plan(report: ProbeReport, fmt: str) -> dict[str, Any]:
             "freeze_trainable_layers": trainable,
             "freeze_trainable_modules": "all",
         }
-    if fmt == PlanFormat.regex.value:
+    if fmt == ExportFormat.regex.value:
         return {"regex": layers_regex(path, layers)}
-    raise InputError("--format", f"'{fmt}' is not an export format", f"use one of {', '.join(PlanFormat)}")
+    raise InputError("--format", f"'{fmt}' is not an export format", f"use one of {', '.join(ExportFormat)}")

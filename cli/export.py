@@ -1,4 +1,4 @@
-"""`layerpilot plan export`: a probe's selected layers as another training tool's configuration."""
+"""`layerpilot export`: a probe's selected layers as another training tool's configuration."""
 
 from __future__ import annotations
 
@@ -11,22 +11,21 @@ import yaml
 from cli.base import App
 from cli.console import emit, guarded
 from cli.options import JsonOpt
-from service.probe.plan import PlanFormat, export_plan
+from service.probe.export import ExportFormat, export_layers
 from service.probe.report import read_report
 
-app = App(
-    name="plan", help="Export a probe's selected layers for other training tools.", no_args_is_help=True
-)
+app = App()
 
 
 @app.command("export")
 @guarded
 def export(
+    *,
     report_path: Annotated[
         Path, typer.Argument(metavar="REPORT", help="probe_report.json (or the directory holding it).")
     ],
     fmt: Annotated[
-        PlanFormat,
+        ExportFormat,
         typer.Option(
             "--format", metavar="FORMAT", help="peft, axolotl, llamafactory or regex.", show_default=False
         ),
@@ -34,5 +33,9 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the selected layers as a PEFT, axolotl, LLaMA-Factory or regex configuration."""
-    plan = export_plan(read_report(report_path), fmt.value)
-    emit(plan, as_json, lambda: typer.echo(yaml.safe_dump(plan, sort_keys=False).rstrip()))
+    exported = export_layers(read_report(report_path), fmt.value)
+    emit(
+        exported,
+        as_json=as_json,
+        render=lambda: typer.echo(yaml.safe_dump(exported, sort_keys=False).rstrip()),
+    )
