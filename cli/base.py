@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,10 +31,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _plain_params(params: list[Any], ctx: Any) -> None:
-    """Show metavars instead of type labels and ranges; only ever called on the way to `--help`."""
+    """Show metavars instead of type labels and ranges, and a usage line as every manual writes it
+    (`patch apply BASE PATCH_DIR OUT`, optional ones in brackets, where Typer braces the required);
+    only ever called on the way to `--help`."""
     for param in params:
         if isinstance(param, TyperArgument):
             param.display_type_rich = lambda ctx: ""  # type: ignore[method-assign] # its name is its metavar
+            usage = param.display_name_raw if param.required else f"[{param.display_name_raw}]"
+            param._usage_display_name = functools.partial(str, usage)  # type: ignore[method-assign]
         elif getattr(param, "is_flag", False):
             param.metavar = ""
         elif param.metavar is None:

@@ -40,10 +40,10 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Score the base model, or base + patch, on the held-out eval rows (greedy)."""
-    from service.evaluation import evaluate as run_evaluation  # deferred: loads torch (seconds)
-
     options = SpecOptions(spec_path, model, dataset, reward, eval_size)
     spec = resolve_spec(options)
+    from service.evaluation import evaluate as run_evaluation  # deferred, after the input checks: torch
+
     announce_defaults(options, spec)
     with progress_display() as shown:
         shown.note(f"evaluating {spec.model.uri}{' + ' + str(patch) if patch else ''} on {spec.dataset.uri}")

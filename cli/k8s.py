@@ -12,6 +12,7 @@ from cli.console import emit, field, guarded, out, say
 from cli.options import JsonOpt
 from cli.tables import plain_table
 from service.errors import InputError
+from service.files import check_output_dir
 from service.spec.loading import load_spec
 
 app = App(
@@ -53,19 +54,31 @@ def manifests(
             "--write", metavar="DIR", help="Write crd.yaml, rbac.yaml, operator.yaml, example.yaml to DIR."
         ),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the CRD, RBAC, the operator's Deployment and an example resource (YAML for kubectl apply)."""
     from k8s import manifests as generated  # deferred: loads the kubernetes client
     from k8s.naming import DEFAULT_IMAGE
 
+    if write is not None:
+        check_output_dir(write, "--write")
     files = generated.rendered_files(image or DEFAULT_IMAGE, tracking_uri or generated.DEFAULT_TRACKING_URI)
     if write is None:
-        typer.echo("---\n".join(files.values()), nl=False)
+        emit(
+            {"files": files},
+            as_json=as_json,
+            render=lambda: typer.echo("---\n".join(files.values()), nl=False),
+        )
         return
     write.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (write / name).write_text(text)
-        field("wrote:", str(write / name))
+
+    def render() -> None:
+        for name in files:
+            field("wrote:", str(write / name))
+
+    emit({"written": [str(write / name) for name in files]}, as_json=as_json, render=render)
 
 
 @app.command("submit")

@@ -96,11 +96,12 @@ def resolve_spec(given: SpecOptions) -> LayerAdaptationSpec:
         data["dataset"] = {**data["dataset"], "evalSize": given.eval_size}
     spec = load_spec(data)
     # Fail on a bad model, dataset or reward before any work starts or progress is printed.
-    # Deferred: these load transformers (seconds); --help and bad input stay instant.
+    from service.data import check_source
     from service.models.hub import resolve_model_dir
     from service.rewards.registry import build_rewards
 
     resolve_model_dir(spec.model.uri, spec.model.revision)
+    check_source(spec.dataset)
     build_rewards(spec.rewards)
     return spec
 

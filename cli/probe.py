@@ -81,14 +81,14 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Score every candidate layer, select the ones to train, write probe_report.json and .png."""
-    # Deferred: these load torch, transformers and TRL (seconds); --help and bad input stay instant.
+    check_output_dir(out_dir, "--out")
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    # Deferred, after the input checks: these load torch, transformers and TRL (seconds).
     from service.models.stack import inspect_stack
     from service.probe.run import check_probe_dir, run_probe
     from service.probe.units import candidate_layers, parse_unit, run_unit
 
-    check_output_dir(out_dir, "--out")
-    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
-    spec = resolve_spec(options)
     chosen_mode = mode.value if mode is not None else spec.probe.mode
     check_probe_dir(out_dir, spec)
     if layer_index is not None:
@@ -153,13 +153,13 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """List an exact probe's units (base, full, each candidate layer): the Indexed Job's completions."""
-    from service.models.stack import inspect_stack  # deferred: loads torch and transformers
+    check_output_dir(out_dir, "--out")
+    spec = resolve_spec(SpecOptions(spec_path, model))
+    from service.models.stack import inspect_stack  # deferred, after the input checks: transformers
     from service.probe.run import check_probe_dir
     from service.probe.units import candidate_layers, units_for
     from service.tracking.review import PROBE_UNITS
 
-    check_output_dir(out_dir, "--out")
-    spec = resolve_spec(SpecOptions(spec_path, model))
     stack = inspect_stack(spec.model)
     units = units_for(candidate_layers(spec, len(stack)), spec.probe.seeds)
     check_probe_dir(out_dir, spec)
@@ -233,11 +233,11 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Run exact and the fast modes; report how well each proxy ranks layers like exact does."""
-    from service.probe.agreement import VALIDATION_JSON, validate_proxies  # deferred: loads torch
-
     check_output_dir(out_dir, "--out")
     options = SpecOptions(spec_path, model, dataset, reward, eval_size)
     spec = resolve_spec(options)
+    from service.probe.agreement import VALIDATION_JSON, validate_proxies  # deferred, after the checks
+
     announce_defaults(options, spec)
     with progress_display() as shown:
         shown.note(f"validating proxies against the exact probe of {spec.model.uri} into {out_dir}")

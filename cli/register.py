@@ -50,10 +50,10 @@ def register(
 ) -> None:
     # Fails loudly: exit 2 without `mlflow.registeredModel`, exit 1 when the version was not
     # registered (the evaluation is printed all the same).
-    from service.register import run_register  # deferred: loads torch, transformers and mlflow (seconds)
-
     check_output_dir(out_dir, "--out")
     spec = resolve_spec(SpecOptions(spec_path))
+    from service.register import run_register  # deferred, after the input checks: torch and mlflow
+
     with progress_display() as shown:
         result = run_register(spec, probe_dir, patch_dir, out_dir, progress=shown)
     summary = result.to_json()

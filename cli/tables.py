@@ -41,12 +41,16 @@ def layer_table(report: ProbeReport) -> Table:
     if steps:
         columns = ("layer", "steps", *columns[1:])
     table = plain_table(*columns, right=columns)
-    for layer in sorted(report.layers, key=lambda item: item.index):
+    layers = sorted(report.layers, key=lambda item: item.index)
+    shown = dict(
+        zip((x.index for x in layers), distinct([x.score for x in layers], fixed=exact), strict=True)
+    )
+    for layer in layers:
         mark = " *" if layer.index in report.selected else "  "
         row = [f"{layer.index}{mark}"]
         if steps:
             row.append(f"{layer.details.get('steps', math.nan):.0f}")
-        row.append(score(layer.score))
+        row.append(shown[layer.index])
         if exact:
             row.append(score(layer.contribution, 3))
         if spans:
@@ -55,3 +59,22 @@ def layer_table(report: ProbeReport) -> Table:
         row.append(str(layer.rank))
         table.add_row(*row)
     return table
+
+
+def distinct(values: list[float], *, fixed: bool) -> list[str]:
+    """Scores with as many digits as it takes for different values to print differently (a proxy's
+    scores can differ in the sixth digit); `fixed`: four decimals, as eval scores always are.
+
+    >>> distinct([1.23456e-5, 1.23459e-5, 2e-5], fixed=False)
+    ['1.23456e-05', '1.23459e-05', '2.00000e-05']
+    >>> distinct([0.5, 0.25], fixed=True), distinct([0.5, 0.5], fixed=False)
+    (['0.5000', '0.2500'], ['5.000e-01', '5.000e-01'])
+    """
+    if fixed:
+        return [score(value) for value in values]
+    different = len({value for value in values if value == value})
+    for digits in range(3, 12):
+        shown = [f"{value:.{digits}e}" for value in values]
+        if len({text for text, value in zip(shown, values, strict=True) if value == value}) == different:
+            return shown
+    return shown

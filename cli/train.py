@@ -64,17 +64,17 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """RL post-training of only the chosen layers; writes the layer patch to --out."""
-    # Deferred: these load torch, transformers and TRL (seconds); --help and bad input stay instant.
+    check_output_dir(out_dir, "--out")
+    chosen_layers = parse_layer_list(layers) if layers else None
+    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
+    spec = resolve_spec(options)
+    # Deferred, after the input checks: these load torch, transformers and TRL (seconds).
     from service.probe.selection import layers_for_training
     from service.record import Record
     from service.training.rundir import check_run_dir
     from service.training.trainer import finished_run, record_patch
     from service.training.trainer import train as run_training
 
-    check_output_dir(out_dir, "--out")
-    chosen_layers = parse_layer_list(layers) if layers else None
-    options = SpecOptions(spec_path, model, dataset, reward, eval_size)
-    spec = resolve_spec(options)
     chosen = layers_for_training(spec, layers=chosen_layers, probe_report=from_probe)
     checkpoint = check_run_dir(out_dir, spec, chosen, resume=resume)  # before the record touches --out
     announce_defaults(options, spec)

@@ -74,38 +74,45 @@ def _read_jsonl(path: Path) -> list[Row]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def check_source(dataset: DatasetSpec) -> str | None:
+    """Bad input before anything loads: a local dataset that is missing, empty or of a format no
+    reader takes. Returns the file's reader (`json`, `csv`, `parquet`), or None for a directory or
+    the Hub (checked when they load)."""
+    uri = dataset.uri
+    if uri.startswith(("hf://", "builtin:")):
+        return None
+    path = Path(uri)
+    if path.is_dir():
+        return None
+    if not path.is_file():
+        raise InputError(
+            "dataset.uri", f"no file or directory at {uri}", "use builtin:arith, a path or hf://org/name"
+        )
+    if not path.read_bytes()[:4096].strip():
+        raise InputError("dataset.uri", f"{path} is empty", "point it at a file with rows")
+    fmt = FILE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(
+            "dataset.uri", f"cannot read '{path.suffix}' files", f"use one of {', '.join(FILE_FORMATS)}"
+        )
+    return fmt
+
+
 def _load_split(dataset: DatasetSpec, split: str) -> list[Row]:
+    fmt = check_source(dataset)
     import datasets  # deferred: importing datasets costs about a second; builtin:arith needs none
 
     uri = dataset.uri
     try:
         if uri.startswith("hf://"):
             loaded = datasets.load_dataset(uri[len("hf://") :], split=split)
+        elif fmt is not None:
+            loaded = datasets.load_dataset(fmt, data_files=uri, split="train")
+        elif (Path(uri) / "dataset_dict.json").exists() or (Path(uri) / "state.json").exists():
+            on_disk = datasets.load_from_disk(uri)
+            loaded = on_disk[split] if isinstance(on_disk, datasets.DatasetDict) else on_disk
         else:
-            path = Path(uri)
-            if path.is_file():
-                if not path.read_bytes()[:4096].strip():
-                    raise InputError("dataset.uri", f"{path} is empty", "point it at a file with rows")
-                fmt = FILE_FORMATS.get(path.suffix.lower())
-                if fmt is None:
-                    raise InputError(
-                        "dataset.uri",
-                        f"cannot read '{path.suffix}' files",
-                        f"use one of {', '.join(FILE_FORMATS)}",
-                    )
-                loaded = datasets.load_dataset(fmt, data_files=str(path), split="train")
-            elif path.is_dir():
-                if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-                    on_disk = datasets.load_from_disk(str(path))
-                    loaded = on_disk[split] if isinstance(on_disk, datasets.DatasetDict) else on_disk
-                else:
-                    loaded = datasets.load_dataset(str(path), split=split)
-            else:
-                raise InputError(
-                    "dataset.uri",
-                    f"no file or directory at {uri}",
-                    "use builtin:arith, a path or hf://org/name",
-                )
+            loaded = datasets.load_dataset(uri, split=split)
     except (InputError, LayerpilotError):
         raise
     except KeyError:

