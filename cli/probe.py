@@ -24,7 +24,7 @@ from cli.options import (
     resolve_spec,
 )
 from cli.progress import progress_display
-from cli.runs import published
+from cli.runs import open_record, publishing
 from cli.tables import layer_table, plain_table, probe_heading
 from service.errors import InputError
 from service.files import check_output_dir, write_json
@@ -112,7 +112,7 @@ def run(
 
     announce_defaults(options, spec)
     with (
-        published(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow) as record,
+        publishing(open_record(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow)) as record,
         progress_display() as shown,
     ):
         shown.note(f"{chosen_mode} probe of {spec.model.uri} into {out_dir}")
@@ -166,9 +166,8 @@ def plan(
     labels = [unit.label for unit in units]
     result = {"model": spec.model.uri, "numLayers": len(stack), "units": len(units), "labels": labels}
     # The operator sizes its Indexed Job from the tag: under it, a plan MLflow did not get fails.
-    with published(
-        out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow, tags={PROBE_UNITS: str(len(units))}
-    ):
+    tags = {PROBE_UNITS: str(len(units))}
+    with publishing(open_record(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow, tags=tags)):
         write_json(out_dir / "probe_plan.json", result)
     emit(
         result,
@@ -211,7 +210,8 @@ def merge(
     if spec is None:
         report.selected = select_layers(SelectionSpec(), report)
     # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.
-    with published(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow) as record:
+    record = open_record(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow)
+    with publishing(record):
         write_report(report, probe_dir)
         record_probe(record, report, probe_dir)
     print_report(report, probe_dir, as_json=as_json)

@@ -1,6 +1,6 @@
 """MLflow for single commands (`probe`, `train`, `probe plan`, `probe merge`): the command's record,
-published while it runs, and where to look at the end; and how a registered version is shown
-(`adapt`, `register`)."""
+published while it runs (`publishing(open_record(...))`), and where to look at the end; and how a
+registered version is shown (`adapt`, `register`)."""
 
 from __future__ import annotations
 
@@ -66,22 +66,6 @@ def publishing(record: Any | None) -> Iterator[Any | None]:
             f"the operator's run {record.tracking.run_id} does not hold this job's record yet; it is kept "
             f"in {record.directory}, and running the command again publishes it"
         )
-
-
-@contextmanager
-def published(
-    directory: Path,
-    name: str,
-    spec: LayerAdaptationSpec | None,
-    *,
-    mlflow: bool,
-    params: Mapping[str, str] | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> Iterator[Any]:
-    """`open_record`, published while the block runs (`publishing`)."""
-    record = open_record(directory, name, spec, mlflow=mlflow, params=params, tags=tags)
-    with publishing(record):
-        yield record
 
 
 def where_to_look(
