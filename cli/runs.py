@@ -5,7 +5,7 @@ registered version is shown (`adapt`, `register`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,9 @@ def publishing(record: Any | None) -> Iterator[Any | None]:
     Under the operator (a record continuing its run) a publish that did not finish fails the
     command (exit 1), so that the Job's retry publishes again: the operator reads that run.
     """
-    if record is None or record.tracking is None:
-        yield record
-        if record is not None and record.status == "RUNNING":
-            record.end()
+    if record is None or record.tracking is None:  # nothing to publish: the record ends with the block
+        with record if record is not None else nullcontext():
+            yield record
         return
     from service.tracking.publishing import Publishing  # deferred: mlflow takes seconds to import
 

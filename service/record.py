@@ -362,7 +362,8 @@ class Record:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self.end(ended_status(kind))
+        if self.status == RUNNING:  # a record that ended already keeps its end
+            self.end(ended_status(kind))
 
     # -- reading the points back --
 

@@ -131,16 +131,10 @@ class Publishing:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self.record is not None:  # a block that did not end its record ends it now
-            current = Record.read(self.record.directory)
-            if current is not None and current.status == RUNNING:
-                current.end(ended_status(kind))
+        if self.record is not None and self.record.status == RUNNING:  # the block did not end it
+            self.record.end(ended_status(kind))
         if self.publisher is not None:
             self._publish()
-
-    def publish_now(self) -> PublishResult | None:
-        """Publish at once (e.g. before reading back what MLflow holds)."""
-        return self._publish() if self.publisher is not None else None
 
     def _publish(self) -> PublishResult:
         assert self.publisher is not None
@@ -158,10 +152,6 @@ class Publishing:
                     self.record.directory if self.record else "",
                     first_line(error),
                 )
-
-    @property
-    def tracking_uri(self) -> str | None:
-        return self.publisher.tracking_uri if self.publisher is not None else None
 
     def tracked(self, roles: Mapping[str, str]) -> Tracked:
         """The last publish, summed up; `roles` names the job's records by their directories."""
