@@ -5,7 +5,7 @@ registered version is shown (`adapt`, `register`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,12 @@ def publishing(record: Any | None) -> Iterator[Any | None]:
     Under the operator (a record continuing its run) a publish that did not finish fails the
     command (exit 1), so that the Job's retry publishes again: the operator reads that run.
     """
-    if record is None or record.tracking is None:  # nothing to publish: the record ends with the block
-        with record if record is not None else nullcontext():
-            yield record
-        return
-    from service.tracking.publishing import Publishing  # deferred: mlflow takes seconds to import
+    from service.tracking.publishing import Publishing
 
-    with Publishing(record) as running:
+    with Publishing(record) as running:  # a record without tracking just ends with the block
         yield record
     outcome = running.outcome
-    if outcome is None:
+    if outcome is None or record is None or record.tracking is None:
         return
     where_to_look(outcome.tracking_uri, outcome.experiment_id, outcome.runs.get("."), running.summary())
     if record.tracking.run_id and not outcome.complete:

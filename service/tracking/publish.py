@@ -188,8 +188,13 @@ class Publisher:
         return self._experiment_id
 
     def _adopt(self, run_id: str, result: PublishResult) -> RunState | None:
+        run = self._call(f"run {run_id}", partial(self._operators_run, run_id), result)
+        return self._state(run, adopted=True, result=result) if run is not None else None
+
+    def _operators_run(self, run_id: str) -> Any:
+        """The run `MLFLOW_RUN_ID` names; bad input when the server does not hold it."""
         try:
-            run = self.client.get_run(run_id)
+            return self.client.get_run(run_id)
         except Exception as error:
             if error_code(error) == "RESOURCE_DOES_NOT_EXIST":
                 raise InputError(
@@ -197,11 +202,7 @@ class Publisher:
                     f"no run {run_id} at {self.tracking_uri}",
                     f"unset MLFLOW_RUN_ID or point {ENV_TRACKING_URI} at the server that holds it",
                 ) from None
-            if is_transient(error):
-                raise _Down(short_error(error)) from None
-            result.problems.append(f"run {run_id}: {short_error(error)}")
-            return None
-        return self._state(run, adopted=True, result=result)
+            raise
 
     def _find(self, record: Record, experiment: str, result: PublishResult) -> RunState | None:
         runs = self._search(record, experiment, result)
@@ -320,11 +321,10 @@ class Publisher:
         state.offset = offset
 
     def _artifacts(self, record: Record, state: RunState, result: PublishResult) -> None:
-        for local, folder in _files(record):
+        for local, folder, run_path in _files(record):
             there = self._listed(state, folder, result)
             if there is None:
                 continue
-            run_path = f"{folder}/{local.name}" if folder else local.name
             size = local.stat().st_size
             if run_path in there and (there[run_path] == size or state.adopted):
                 continue
@@ -440,7 +440,9 @@ class Publisher:
             left["runs"] += state is None
             left["metricPoints"] += len(record.points(state.offset if state else 0)[0])
             left["artifacts"] += sum(
-                1 for local, folder in files if not state or not _uploaded(state, local, folder)
+                1
+                for _, folder, run_path in files
+                if not state or run_path not in state.files.get(folder or "", {})
             )
             left["statuses"] += bool(state and not state.adopted and state.status != record.status)
             left["registrations"] += bool(
@@ -487,23 +489,20 @@ def _target(root: Record, given: str | None) -> Tracking:
     )
 
 
-def _files(record: Record) -> Iterator[tuple[Path, str | None]]:
-    """The files a record shows, a directory's files under its folder."""
+def _files(record: Record) -> Iterator[tuple[Path, str | None, str]]:
+    """The files a record shows: each with its folder in the run (a directory's files under its
+    folder) and its path there."""
     for path, folder in record.artifacts():
         if path.is_file():
-            yield path, folder
-            continue
-        for inner in sorted(p for p in path.rglob("*") if p.is_file()):
-            parent = str(inner.parent.relative_to(path))
-            yield (
-                inner,
-                "/".join(part for part in (folder, None if parent == "." else parent) if part) or None,
-            )
-
-
-def _uploaded(state: RunState, local: Path, folder: str | None) -> bool:
-    run_path = f"{folder}/{local.name}" if folder else local.name
-    return run_path in state.files.get(folder or "", {})
+            placed = [(path, folder)]
+        else:
+            inner = sorted(p for p in path.rglob("*") if p.is_file())
+            placed = [
+                (f, "/".join([*filter(None, [folder]), *f.parent.relative_to(path).parts]) or None)
+                for f in inner
+            ]
+        for local, where in placed:
+            yield local, where, f"{where}/{local.name}" if where else local.name
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

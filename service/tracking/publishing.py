@@ -22,8 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from mlflow.tracking.context.registry import resolve_tags
-
 from service.errors import InputError, first_line
 from service.fields import Fields
 from service.files import write_json
@@ -31,7 +29,6 @@ from service.record import RUNNING, Record, Tracking, ended_status
 from service.spec.fingerprint import fingerprint
 from service.spec.models import LayerAdaptationSpec, MlflowSpec
 from service.tracking import review
-from service.tracking.publish import Publisher
 from service.tracking.published import SYNC_COMMAND, PublishResult, describe
 from service.tracking.uris import resolve_tracking_uri, where_to_look, without_credentials
 
@@ -45,6 +42,8 @@ DEFAULT_INTERVAL_S = 5.0
 def tracking_for(spec: MlflowSpec, store_dir: Path, *, tracking_uri: str | None = None) -> Tracking:
     """Where a job started here publishes: `tracking_uri`, else the spec's or the environment's, else
     a local store in `store_dir`."""
+    from mlflow.tracking.context.registry import resolve_tags  # deferred: mlflow takes seconds to import
+
     uri = tracking_uri or resolve_tracking_uri(spec, store_dir)
     # MLflow's own tags for a run started here (user, source, the Kubernetes pod through our
     # context plugin): resolved now, where the job runs, not where a later publish does.
@@ -110,7 +109,7 @@ class Publishing:
     def __init__(self, record: Record | None, *, interval: float | None = None) -> None:
         self.record = record
         self.interval = interval if interval is not None else interval_from_env()
-        self.publisher: Publisher | None = None
+        self.publisher: Any = None  # a `Publisher`, once there is something to publish
         self.outcome: PublishResult | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,6 +118,9 @@ class Publishing:
     def __enter__(self) -> Publishing:
         if self.record is None or self.record.tracking is None:
             return self
+        # Deferred: MLflow takes seconds to import, and a record without tracking never needs it.
+        from service.tracking.publish import Publisher
+
         self.publisher = Publisher(self.record.directory)
         self._publish()  # raises InputError for a run to adopt that does not exist
         self._thread = threading.Thread(target=self._loop, name="layerpilot-publish", daemon=True)
