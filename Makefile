@@ -66,7 +66,7 @@ image:  ## build the container image the operator and its Jobs run (needs docker
 
 # One after another, never two at once (timings on a shared machine mean nothing); each script
 # writes its own section of benchmarks/RESULTS.md.
-BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout
+BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout agent_rollout
 
 bench: venv  ## run every benchmark (about 20 min on 2 cores); results in benchmarks/RESULTS.md
 	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \

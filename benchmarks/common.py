@@ -171,12 +171,11 @@ def train_outside_layerpilot(
     """
     import torch
 
-    from service.data import load_rows
     from service.models.loading import load_model_and_tokenizer
     from service.models.stack import count_parameters
-    from service.rewards.registry import build_rewards
     from service.training.config import choose_precision, grpo_config_kwargs
     from service.training.grpo import build_trainer
+    from service.training.task import training_task
 
     model, tokenizer = load_model_and_tokenizer(spec.model)
     torch.manual_seed(spec.training.seed)  # LoRA's initial adapters
@@ -191,8 +190,7 @@ def train_outside_layerpilot(
         raise ValueError(f"unknown training {how!r}")
     precision = choose_precision(spec.training.precision)
     kwargs = grpo_config_kwargs(spec, out, max_steps=spec.training.max_steps, precision=precision)
-    rows = load_rows(spec.dataset)[0]
-    trainer = build_trainer(model, tokenizer, build_rewards(spec.rewards), rows, kwargs, list(callbacks))
+    trainer = build_trainer(model, tokenizer, training_task(spec), kwargs, list(callbacks))
     trainer.train()
     trainable, total = count_parameters(model)
     return model, tokenizer, trainable, total

@@ -43,7 +43,7 @@ def child(what: Any, seed: int, out: str, lr_scale: float) -> dict[str, Any]:
         model, tokenizer, trainable, _ = train_outside_layerpilot(spec, Path(out), what)
         seconds = time.perf_counter() - started
         funcs, weights = build_rewards(spec.rewards)
-        rows = load_rows(spec.dataset)[1]
+        rows = load_rows(spec.prompts)[1]
         new_tokens = spec.algorithm.max_completion_length
         score = evaluate_model(model.eval(), tokenizer, rows, funcs, weights, max_new_tokens=new_tokens).score
     else:
@@ -113,7 +113,7 @@ def main() -> None:
         environment(),
         "",
         f"`examples/demo.yaml`: {spec.training.max_steps} GRPO steps, batch {spec.training.batch_size} "
-        f"× {spec.algorithm.num_generations} generations, lr {lr:g}, {spec.dataset.eval_size} eval items; "
+        f"× {spec.algorithm.num_generations} generations, lr {lr:g}, {spec.prompts.eval_size} eval items; "
         f"seeds 0–{args.seeds - 1}. Layers from the spec's own {spec.probe.mode} probe "
         f"({probe_seconds:.0f} s, ranking {ranking}). Eval before training: {before:.3f}.",
         "",

@@ -88,7 +88,7 @@ def main() -> None:
     body = [
         environment(),
         "",
-        f"`examples/demo.yaml` (6 layers, {spec.probe.steps} probe steps, {spec.dataset.eval_size} eval "
+        f"`examples/demo.yaml` (6 layers, {spec.probe.steps} probe steps, {spec.prompts.eval_size} eval "
         "items), "
         f"seeds 0–{args.seeds - 1}; each probe in its own directory, one unit at a time. Halving's rungs: "
         f"{rungs}.",

@@ -59,7 +59,7 @@ def _markdown(results: dict[str, Any], spec: Any) -> str:
     lines = [
         environment(),
         "",
-        f"`examples/demo.yaml`: {spec.dataset.eval_size} eval items, GRPO with "
+        f"`examples/demo.yaml`: {spec.prompts.eval_size} eval items, GRPO with "
         f"{spec.algorithm.num_generations} generations, batch {spec.training.batch_size}, lr "
         f"{spec.algorithm.learning_rate:g}, {spec.probe.steps} probe steps per exact run; the exact units "
         "ran one after another, so its wall time is its whole compute cost.",

@@ -100,17 +100,33 @@ def demo(
     ] = None,
     probe_steps: Annotated[
         int | None,
-        typer.Option("--probe-steps", metavar="N", min=1, help="RL steps of each probe run (default: 30)."),
+        typer.Option(
+            "--probe-steps",
+            metavar="N",
+            min=1,
+            help="RL steps of each probe run (default: the demo spec's probe.steps).",
+        ),
     ] = None,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent",
+            help="The agent demo (examples/agent.yaml): a small model learns to walk text gridworlds; "
+            "its work directory defaults to layerpilot-demo-agent.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Probe → train → register on the shipped demo model, with a local MLflow store; says where to look."""
+    name = "agent" if agent else "arith"
+    if agent and workdir == Path("layerpilot-demo"):
+        workdir = Path("layerpilot-demo-agent")
     check_output_dir(workdir, "--workdir")
     from service.demo import run_demo  # deferred, after the input checks: loads torch, TRL, mlflow
 
     with progress_display() as shown:
-        summary = run_demo(workdir, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
-    finish(summary, demo_spec().mlflow.registered_model, as_json=as_json)
+        summary = run_demo(workdir, name, max_steps=max_steps, probe_steps=probe_steps, progress=shown)
+    finish(summary, demo_spec(name).mlflow.registered_model, as_json=as_json)
 
 
 def render(summary: dict[str, Any]) -> None:
@@ -121,8 +137,9 @@ def render(summary: dict[str, Any]) -> None:
     for text in report.notes:
         say(f"note: {text}")
     layers = ", ".join(map(str, summary["selected"]))
+    score = summary.get("scoreName", "eval score")
     say(
-        f"eval score {summary['evalBefore']:.4f} → {summary['evalAfter']:.4f} after training "
+        f"{score} {summary['evalBefore']:.4f} → {summary['evalAfter']:.4f} after training "
         f"layer{'s' if len(summary['selected']) > 1 else ''} {layers} for {summary['trainedSteps']} steps"
     )
     field("probe report:", f"{summary['probeDir']}/probe_report.json")

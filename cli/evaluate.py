@@ -46,11 +46,13 @@ def evaluate(
 
     announce_defaults(options, spec)
     with progress_display() as shown:
-        shown.note(f"evaluating {spec.model.uri}{' + ' + str(patch) if patch else ''} on {spec.dataset.uri}")
+        task = spec.environment.uri if spec.environment else spec.prompts.uri
+        shown.note(f"evaluating {spec.model.uri}{' + ' + str(patch) if patch else ''} on {task}")
         result = run_evaluation(spec, patch_dir=patch, progress=shown)
 
     def render() -> None:
-        say(f"score {result.score:.4f} on {result.num_items} items ({result.seconds:.1f}s)")
+        items = "episodes" if spec.environment else "items"
+        say(f"score {result.score:.4f} on {result.num_items} {items} ({result.seconds:.1f}s)")
         for name, value in result.rewards.items():
             say(f"  {name}: {value:.4f}")
 

@@ -89,19 +89,23 @@ def resolve_spec(given: SpecOptions) -> LayerAdaptationSpec:
     if given.model is not None:
         data["model"] = {**data["model"], "uri": given.model, "revision": None}
     if given.dataset is not None:
-        data["dataset"] = {**data["dataset"], "uri": given.dataset}
+        data["dataset"] = {**(data.get("dataset") or {}), "uri": given.dataset}
     if given.rewards:
         data["rewards"] = [RewardSpec(name=name).model_dump(by_alias=True) for name in given.rewards]
     if given.eval_size is not None:
-        data["dataset"] = {**data["dataset"], "evalSize": given.eval_size}
+        data["dataset"] = {**(data.get("dataset") or {}), "evalSize": given.eval_size}
     spec = load_spec(data)
     # Fail on a bad model, dataset or reward before any work starts or progress is printed.
     from service.data import check_source
+    from service.environments.registry import environment_factory
     from service.models.hub import resolve_model_dir
     from service.rewards.registry import build_rewards
 
     resolve_model_dir(spec.model.uri, spec.model.revision)
-    check_source(spec.dataset)
+    if spec.dataset is not None:
+        check_source(spec.dataset)
+    if spec.environment is not None:
+        environment_factory(spec.environment)
     build_rewards(spec.rewards)
     return spec
 
@@ -113,7 +117,7 @@ def announce_defaults(given: SpecOptions, spec: LayerAdaptationSpec) -> None:
         return
     stood_in = []
     if given.dataset is None:
-        stood_in.append(f"dataset {spec.dataset.uri} (--dataset)")
+        stood_in.append(f"dataset {spec.prompts.uri} (--dataset)")
     if not given.rewards:
         stood_in.append(f"reward {', '.join(r.name for r in spec.rewards)} (--reward)")
     if given.eval_size is None:

@@ -49,6 +49,7 @@ class AdaptResult:
     workdir: Path
     seconds: float
     tracked: Tracked
+    score_name: str = "eval score"
 
     @property
     def layers(self) -> list[int]:
@@ -70,6 +71,10 @@ RESULT_FIELDS: Fields[AdaptResult] = Fields(
         ),
         "baselineScore": ("S_base of an exact probe, else null", lambda r: r.report.baseline_score),
         "fullScore": ("S_full of an exact probe, else null", lambda r: r.report.full_score),
+        "scoreName": (
+            "what the scores measure: `eval score` (mean weighted reward) or, for an agent, `success rate`",
+            lambda r: r.score_name,
+        ),
         "evalBefore": ("eval score of the base model", lambda r: r.evaluation.eval_before),
         "evalAfter": ("eval score of base + layer patch", lambda r: r.evaluation.eval_after),
         "evalItems": ("evaluation items", lambda r: r.evaluation.eval_items),
@@ -180,6 +185,7 @@ def adapt(
         workdir=workdir,
         seconds=time.perf_counter() - started,
         tracked=publishing.tracked(roles),
+        score_name="success rate" if spec.environment is not None else "eval score",
     )
     write_json(workdir / RESULT_JSON, result.to_json())
     return result

@@ -42,6 +42,17 @@ def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
     Without an `evalSplit`, the last `eval_size` rows are held out from training, so a score on the
     eval rows is never a score on training prompts.
     """
+    train, evaluation = split_rows(dataset)
+    train = _normalise(train, dataset)
+    evaluation = _normalise(evaluation, dataset)
+    if dataset.chat_template:
+        train, evaluation = _as_conversations(train), _as_conversations(evaluation)
+    return train, evaluation
+
+
+def split_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
+    """(train rows, eval rows) as the dataset holds them: no column is required or renamed (an
+    environment's rows parameterise episodes; they need no prompt or answer)."""
     if dataset.uri == "builtin:arith":
         train = _read_jsonl(ARITH_DIR / "train.jsonl")
         evaluation = _read_jsonl(ARITH_DIR / "eval.jsonl")
@@ -60,13 +71,9 @@ def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
                     "dataset is held out), or set dataset.evalSplit",
                 )
             train, evaluation = train[:-size], train[-size:]
-    train = _normalise(train, dataset)
-    evaluation = _normalise(evaluation, dataset)[:size]
-    if dataset.chat_template:
-        train, evaluation = _as_conversations(train), _as_conversations(evaluation)
     if not train:
         raise InputError("dataset.uri", "the training split is empty", "point it at data with rows")
-    return train, evaluation
+    return train, evaluation[:size]
 
 
 def _read_jsonl(path: Path) -> list[Row]:

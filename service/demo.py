@@ -1,6 +1,7 @@
-"""The demo job on the shipped model: probe, train the best layer, evaluate, register, apply.
+"""The demo job on a shipped model: probe, train the best layer, evaluate, register, apply.
 
-Its spec is `examples/demo.yaml` (`service.spec.demo`), the file users copy.
+Its spec is `examples/demo.yaml`, or `examples/agent.yaml` for the agent demo (`service.spec.demo`):
+the files users copy.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from service.tracking.uris import local_store_uri
 
 def run_demo(
     workdir: Path,
+    name: str = "arith",
     *,
     max_steps: int | None = None,
     probe_steps: int | None = None,
     progress: Progress = SILENT,
 ) -> dict[str, Any]:
     """Run the demo into `workdir` (replacing an earlier demo there) and summarise it."""
-    spec = demo_spec()
+    spec = demo_spec(name)
     if probe_steps is not None:
         spec.probe.steps = probe_steps
     applied_dir = workdir / "model"

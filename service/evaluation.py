@@ -15,6 +15,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from service.data import Row, check_chat_template, is_conversation, load_rows
+from service.environments.episodes import Episode, play_episodes
+from service.environments.registry import Factory, environment_factory
+from service.environments.seeds import episode_starts
+from service.environments.transcript import turn_format
 from service.fields import Fields
 from service.patch import load_patched_model, read_patch
 from service.progress import SILENT, Progress
@@ -31,7 +35,7 @@ class EvalResult:
     num_items: int
     rewards: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    samples: list[dict[str, str]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
     item_scores: list[float] = field(default_factory=list)  # per eval item, in order (for intervals)
 
     def to_json(self) -> dict[str, Any]:
@@ -47,7 +51,11 @@ EVAL_RESULT_FIELDS: Fields[EvalResult] = Fields(
         "numItems": ("evaluation items", lambda r: r.num_items),
         "rewards": ("the mean of each reward", lambda r: r.rewards),
         "seconds": ("wall time of the evaluation", lambda r: r.seconds),
-        "samples": ("the first items: prompt, greedy completion, reference answer", lambda r: r.samples),
+        "samples": (
+            "the first items: prompt, greedy completion, reference answer (for an agent: seed, outcome and "
+            "transcript of the first episodes)",
+            lambda r: r.samples,
+        ),
     }
 )
 """Every field of `layerpilot eval --json` and of `eval_after.json` (the reference is generated from this)."""
@@ -146,10 +154,15 @@ def evaluate_model(
 def evaluate(
     spec: LayerAdaptationSpec, patch_dir: Path | None = None, *, progress: Progress = SILENT
 ) -> EvalResult:
-    """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows."""
+    """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows (or, for an
+    agent, on its evaluation episodes)."""
+    if spec.environment is not None:
+        factory = environment_factory(spec.environment)  # bad input before the model loads
+        model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
+        return evaluate_episodes(model, tokenizer, spec, factory, progress=progress)
     model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
-    _, eval_rows = load_rows(spec.dataset)
-    check_chat_template(eval_rows, tokenizer, spec.model.uri, spec.dataset)
+    _, eval_rows = load_rows(spec.prompts)
+    check_chat_template(eval_rows, tokenizer, spec.model.uri, spec.prompts)
     funcs, weights = build_rewards(spec.rewards)
     return evaluate_model(
         model,
@@ -159,6 +172,59 @@ def evaluate(
         weights,
         max_new_tokens=spec.algorithm.max_completion_length,
         progress=progress,
+    )
+
+
+EPISODE_BATCH = 64  # evaluation episodes played at once (bounds the key-value cache)
+
+
+def evaluate_episodes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    spec: LayerAdaptationSpec,
+    factory: Factory,
+    *,
+    num_samples: int = 3,
+    progress: Progress = SILENT,
+) -> EvalResult:
+    """Success rate of greedy episodes from the evaluation seeds; `rewards` holds the mean return,
+    turns and invalid actions, and how many episodes the environment broke off."""
+    environment = spec.environment
+    assert environment is not None
+    started = time.perf_counter()
+    fmt = turn_format(tokenizer, environment.transcript, environment.instructions)
+    starts = episode_starts(environment, spec.dataset, "eval")
+    progress.start("eval", len(starts))
+    episodes: list[Episode] = []
+    for first in range(0, len(starts), EPISODE_BATCH):
+        batch = starts[first : first + EPISODE_BATCH]
+        episodes += play_episodes(
+            model,
+            fmt,
+            [(factory(), start.seed, start.row) for start in batch],
+            max_turns=environment.max_turns,
+            max_action_tokens=spec.algorithm.max_completion_length,
+            temperature=None,
+            step_timeout=environment.step_timeout,
+        )
+        progress.update("eval", len(episodes))
+    successes = [float(episode.success) for episode in episodes]
+    count = max(len(episodes), 1)
+    score = sum(successes) / count
+    progress.finish("eval", f"success {score:.4f}")
+    return EvalResult(
+        score=score,
+        num_items=len(episodes),
+        rewards={
+            "success": score,
+            "return": sum(e.episode_return for e in episodes) / count,
+            "turns": sum(e.turns for e in episodes) / count,
+            "invalid_actions": sum(e.invalid_actions for e in episodes) / count,
+            "env_errors": float(sum(e.error is not None for e in episodes)),
+        },
+        seconds=round(time.perf_counter() - started, 3),
+        samples=[episode.summary() for episode in episodes[:num_samples]],
+        item_scores=successes,
     )
 
 

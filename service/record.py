@@ -100,6 +100,7 @@ class Registration:
     strategy: str | None = None
     spec_hash: str | None = None
     max_new_tokens: int | None = None  # the pyfunc's default completion length
+    score_name: str = "eval score"  # "success rate" for an agent's episodes
 
     def to_json(self) -> dict[str, Any]:
         return REGISTRATION_FIELDS.json(self)
@@ -121,6 +122,7 @@ _REGISTRATION = (  # key in record.json, attribute, what it means
     ("strategy", "strategy", "the selection rule"),
     ("specHash", "spec_hash", "hash of the spec"),
     ("maxNewTokens", "max_new_tokens", "the pyfunc's default completion length"),
+    ("scoreName", "score_name", "what the scores measure: `eval score`, or an agent's `success rate`"),
 )
 REGISTRATION_FIELDS: Fields[Registration] = Fields(
     {key: (meaning, attrgetter(attr)) for key, attr, meaning in _REGISTRATION}

@@ -15,6 +15,7 @@ from service.errors import InputError, LayerpilotError, first_line
 from service.models.gguf import find_gguf, is_gguf
 
 DEMO_MODEL_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "demo_model"
+DEMO_AGENT_DIR: Path = Path(__file__).resolve().parents[1] / "assets" / "demo_agent_model"
 
 # Only these files are fetched from the Hub: weights in safetensors (no pickles that can run code on
 # load), configs, tokenizers and chat templates.
@@ -29,13 +30,15 @@ def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_cod
     there by an init container) is reused, and so that air-gapped clusters work with HF_HUB_OFFLINE.
     A checkpoint's Python files are fetched only when `trust_remote_code` says they may run.
     """
-    if uri == "builtin:demo":
-        if not (DEMO_MODEL_DIR / "config.json").is_file():
+    builtin = {"builtin:demo": DEMO_MODEL_DIR, "builtin:demo-agent": DEMO_AGENT_DIR}
+    if uri in builtin:
+        directory = builtin[uri]
+        if not (directory / "config.json").is_file():
             raise LayerpilotError(
-                f"the built-in demo model is missing from {DEMO_MODEL_DIR}; reinstall layerpilot or "
+                f"the built-in model {uri} is missing from {directory}; reinstall layerpilot or "
                 "rebuild it from a checkout with `make demo-model`"
             )
-        return DEMO_MODEL_DIR
+        return directory
     if uri.startswith("hf://"):
         return _snapshot(uri[len("hf://") :], revision, with_code=trust_remote_code)
     return _local_model_dir(uri)

@@ -138,7 +138,8 @@ def build_report(
         notes.append(
             f"full-model RL gain {gain:+.4f} is below what {num_items} eval items can resolve "
             f"(±{threshold:.4f}): contributions are not computed; layers are ranked by S_k. "
-            "Raise probe.steps, algorithm.learningRate or dataset.evalSize."
+            "Raise probe.steps, algorithm.learningRate or dataset.evalSize (an agent's: "
+            "environment.evalEpisodes)."
         )
     scores = {i: float(by_unit[str(i)]["score"]) for i in candidates}
     ranks = ranks or rank_layers(scores, num_layers)
@@ -219,8 +220,8 @@ def _ranking_resolved(layers: list[LayerScore], *, usable: bool) -> tuple[bool, 
     what = "C(k)" if usable else "S_k"
     return False, (
         f"the ranking of layers {top[0].index} and {top[1].index} is not resolved: their 95 % {what} "
-        "intervals overlap; more eval items (dataset.evalSize) or more seeds per unit (probe.seeds) "
-        "would separate them"
+        "intervals overlap; more eval items (dataset.evalSize; an agent's: environment.evalEpisodes) or more "
+        "seeds per unit (probe.seeds) would separate them"
     )
 
 

@@ -28,17 +28,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from service.data import check_chat_template, load_rows
 from service.models.loading import load_model_and_tokenizer
 from service.models.stack import LayerStack, find_decoder_layers, freeze_except, inspect_stack
 from service.probe.report import LayerScore, ProbeReport, rank_layers
 from service.probe.selection import select_layers
 from service.probe.units import candidate_layers
 from service.progress import SILENT, Progress
-from service.rewards.registry import build_rewards
 from service.spec.models import LayerAdaptationSpec, ProbeMode
 from service.training.config import choose_precision, grpo_config_kwargs
 from service.training.grpo import build_trainer
+from service.training.task import check_task, training_task
 
 GRADIENT_BATCHES = 4
 
@@ -94,12 +93,11 @@ def gradient_scores(
     """First-order layer scores from one round of GRPO rollouts and gradients (see module doc)."""
     started = time.perf_counter()
     precision = choose_precision(spec.training.precision, device)
-    rewards = build_rewards(spec.rewards)
-    train_rows, _ = load_rows(spec.dataset)
+    task = training_task(spec)
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
-    check_chat_template(train_rows, tokenizer, spec.model.uri, spec.dataset)
+    check_task(task, spec, tokenizer)
     stack = find_decoder_layers(model, spec.model.layers_path)
     chosen = list(range(len(stack))) if candidates is None else sorted(candidates)
     names = freeze_except(model, stack, chosen)
@@ -113,7 +111,7 @@ def gradient_scores(
             max_grad_norm=0.0,  # no clipping: we want the raw gradient
             logging_steps=10_000,
         )
-        trainer = build_trainer(model, tokenizer, rewards, train_rows, kwargs, callbacks=[recorder])
+        trainer = build_trainer(model, tokenizer, task, kwargs, callbacks=[recorder])
         rollout_started = time.perf_counter()
         trainer.train()
         step_seconds = (time.perf_counter() - rollout_started) / batches

@@ -42,6 +42,12 @@ class Strategy(StrEnum):
     manual = "manual"
 
 
+class Transcript(StrEnum):
+    auto = "auto"
+    chat = "chat"
+    plain = "plain"
+
+
 class Precision(StrEnum):
     auto = "auto"
     float32 = "float32"
@@ -82,8 +88,11 @@ class ModelSpec(Section):
             raise ValueError(
                 f"unknown scheme '{scheme}:'; use builtin:demo, a local directory or hf://org/name"
             )
-        elif value.startswith("builtin:") and value != "builtin:demo":
-            raise ValueError(f"unknown built-in model '{value}'; the shipped model is builtin:demo")
+        elif value.startswith("builtin:") and value not in ("builtin:demo", "builtin:demo-agent"):
+            raise ValueError(
+                f"unknown built-in model '{value}'; the shipped models are builtin:demo and "
+                "builtin:demo-agent"
+            )
         return value
 
 
@@ -130,6 +139,71 @@ class DatasetSpec(Section):
         if not value:
             raise ValueError("is empty; use builtin:arith, a local file or hf://org/name")
         return value
+
+
+class EnvironmentSpec(Section):
+    uri: str = Field(
+        description="The environment: `builtin:gridworld`, `gymnasium:<id>` for Gymnasium's toy-text "
+        "environments (`gymnasium:FrozenLake-v1`, `gymnasium:CliffWalking-v1`, `gymnasium:Taxi-v4`), or "
+        "`module:Class` for your own (importable where the job runs; see `examples/my_env.py`).",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments for the environment's constructor (e.g. `size` for the gridworld).",
+    )
+    max_turns: int = Field(10, ge=1, description="Actions per episode at most; the episode ends after them.")
+    train_episodes: int = Field(
+        1000,
+        ge=1,
+        description="Distinct training episodes: seeds `trainSeed` … `trainSeed + trainEpisodes − 1` "
+        "(with a dataset: one per training row). Every group's episodes start from the same seed.",
+    )
+    train_seed: int = Field(0, ge=0, description="First training seed.")
+    eval_episodes: int = Field(
+        64, ge=1, description="Evaluation episodes (greedy actions), one per seed from `evalSeed`."
+    )
+    eval_seed: int = Field(
+        1_000_000,
+        ge=0,
+        description="First evaluation seed; evaluation seeds never overlap training seeds.",
+    )
+    transcript: Transcript = Field(
+        Transcript.auto,
+        description="`chat` (observations are user turns, actions assistant turns, rendered with the "
+        "tokenizer's chat template), `plain` (`OBSERVATION\\n> ACTION\\n…`, the action ending at its "
+        "newline) or `auto` (chat when the tokenizer has a chat template).",
+    )
+    instructions: str | None = Field(
+        None, description="Text put before the first observation of every episode (e.g. the actions)."
+    )
+    step_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds an environment's reset or step may take; past it the episode ends with "
+        "reward 0 and counts in `episode/env_errors`.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_shape(cls, value: str) -> str:
+        value = value.strip()
+        scheme, _, name = value.partition(":")
+        if not scheme or not name:
+            raise ValueError(
+                f"'{value}' names no environment; write builtin:gridworld, gymnasium:FrozenLake-v1 or "
+                "module:Class"
+            )
+        return value
+
+    def check_seeds_apart(self) -> None:
+        """Evaluation seeds never overlap training seeds (with a dataset: checked when its rows load)."""
+        train = range(self.train_seed, self.train_seed + self.train_episodes)
+        evaluation = range(self.eval_seed, self.eval_seed + self.eval_episodes)
+        if train.start < evaluation.stop and evaluation.start < train.stop:
+            raise ValueError(
+                f"@environment.evalSeed: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
+                f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
+            )
 
 
 class RewardSpec(Section):
@@ -305,12 +379,27 @@ class MlflowSpec(Section):
 class LayerAdaptationSpec(Section):
     """The whole spec of a `LayerAdaptation`: what to adapt, how to probe, select and train."""
 
+    @property
+    def prompts(self) -> DatasetSpec:
+        """The dataset of a single-turn spec (one without an environment always has one)."""
+        if self.dataset is None:
+            raise ValueError("this spec has no dataset: its episodes come from its environment")
+        return self.dataset
+
     model: ModelSpec = Field(default_factory=ModelSpec, description="Base model.")
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec, description="Prompts and answers.")
+    dataset: DatasetSpec | None = Field(
+        None,
+        description="Prompts and answers (default `builtin:arith`). With an `environment` it is optional: "
+        "each row then parameterises an episode.",
+    )
+    environment: EnvironmentSpec | None = Field(
+        None,
+        description="A multi-turn environment: the model acts, the environment answers, for whole episodes.",
+    )
     rewards: list[RewardSpec] = Field(
         default_factory=lambda: [RewardSpec(name="exact_answer")],
-        min_length=1,
-        description="Reward functions and their weights.",
+        description="Reward functions and their weights (with an environment, added to the episode's return "
+        "and scored on the transcript; default there: none).",
     )
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec, description="GRPO settings.")
     probe: ProbeSpec = Field(default_factory=ProbeSpec, description="Layer probe settings.")
@@ -321,6 +410,19 @@ class LayerAdaptationSpec(Section):
 
     @model_validator(mode="after")
     def _cross_field(self) -> LayerAdaptationSpec:
+        if self.environment is None and self.dataset is None:
+            if "dataset" in self.model_fields_set:
+                raise ValueError(
+                    "@dataset: is null and there is no environment; give a dataset (e.g. uri: builtin:arith) "
+                    "or an environment (e.g. uri: builtin:gridworld)"
+                )
+            self.dataset = DatasetSpec()
+        if self.environment is not None and self.dataset is None:
+            self.environment.check_seeds_apart()
+        if self.environment is not None and "rewards" not in self.model_fields_set and self.rewards:
+            self.rewards = []  # the episode's return is the reward
+        if self.environment is None and not self.rewards:
+            raise ValueError("@rewards: is empty; name at least one reward, e.g. - name: exact_answer")
         gens, batch = self.algorithm.num_generations, self.training.batch_size
         if batch % gens:
             ok = [g for g in range(2, batch + 1) if batch % g == 0]

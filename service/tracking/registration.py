@@ -119,6 +119,7 @@ def _review(
         eval_before=registration.eval_before,
         eval_after=registration.eval_after,
         eval_items=registration.eval_items,
+        score_name=registration.score_name,
         training_steps=meta.get("trainedSteps"),
         num_parameters=meta.get("numParameters"),
         strategy=registration.strategy,

@@ -77,6 +77,7 @@ class PatchReview:
     strategy: str | None = None
     spec_hash: str | None = None
     eval_items: int | None = None
+    score_name: str = "eval score"
     probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json "layers"
     deltas: dict[str, float] = field(default_factory=dict)  # layer index -> relative change
     runs: dict[str, str] = field(default_factory=dict)  # role -> run id or link
@@ -93,14 +94,16 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
         if review.eval_before is not None and review.eval_after is not None
         else ""
     )
-    items = f" on {review.eval_items} held-out items" if review.eval_items else ""
+    agent = review.score_name == "success rate"
+    kind = "evaluation episodes" if agent else "held-out items"
+    items = f" on {review.eval_items} {kind}" if review.eval_items else ""
     lines = [
         f"### Layer patch for `{review.base_uri}`: layer{'s' if len(review.layers) > 1 else ''} "
         f"{layers_text(review.layers)}",
         "",
         "| | |",
         "|---|---|",
-        f"| eval score (greedy) | {_num(review.eval_before)} → **{_num(review.eval_after)}**"
+        f"| {review.score_name} (greedy) | {_num(review.eval_before)} → **{_num(review.eval_after)}**"
         f"{change}{items} |",
         f"| trained layers | {layers_text(review.layers)}"
         + (f" (selection `{review.strategy}`)" if review.strategy else "")

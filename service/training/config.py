@@ -110,6 +110,10 @@ def grpo_config_kwargs(
         "remove_unused_columns": False,
         **LOSS_DEFAULTS[algo.loss_type],
     }
+    if spec.environment is not None:
+        # An episode's completion holds up to maxTurns actions (and the environment's answers,
+        # masked): Dr. GRPO's constant normaliser is the most the model can write in one.
+        kwargs["max_completion_length"] = algo.max_completion_length * spec.environment.max_turns
     kwargs.update(validate_extra(algo.extra))
     return kwargs
 

@@ -7,6 +7,7 @@ checkpointing that never reaches frozen layers, and the callbacks that turn TRL'
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -15,15 +16,11 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.errors import LayerpilotError
 from service.progress import Progress, StepHook, reward_info
+from service.training.task import Task
 
 
 def build_trainer(
-    model: Any,
-    tokenizer: Any,
-    rewards: tuple[Sequence[Any], list[float]],
-    train_rows: list[dict[str, Any]],
-    config_kwargs: dict[str, Any],
-    callbacks: Sequence[Any] = (),
+    model: Any, tokenizer: Any, task: Task, config_kwargs: dict[str, Any], callbacks: Sequence[Any] = ()
 ) -> Any:
     """TRL's GRPOTrainer over a model whose trainable parameters were already chosen."""
     # Deferred: TRL and datasets take seconds to import, and only training needs them.
@@ -31,14 +28,17 @@ def build_trainer(
     from trl.trainer.grpo_config import GRPOConfig
     from trl.trainer.grpo_trainer import GRPOTrainer
 
-    reward_funcs, weights = rewards
+    reward_funcs, weights = task.rewards
+    if task.rollout is not None:
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL's, and we pin TRL
     trainer = _selective_trainer_class(GRPOTrainer)(
         model=model,
         reward_funcs=cast(Any, list(reward_funcs)),
         args=GRPOConfig(**config_kwargs, reward_weights=weights),
-        train_dataset=datasets.Dataset.from_list(train_rows),
+        train_dataset=datasets.Dataset.from_list(task.rows),
         processing_class=tokenizer,
         callbacks=list(callbacks),
+        rollout_func=task.rollout,
     )
     _quiet(trainer)
     return trainer
@@ -56,6 +56,11 @@ def _selective_trainer_class(base: type) -> type:
     """
 
     class LayerSelectiveGRPOTrainer(base):
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
+            # an agent's rollout starts each episode from its row's seed (see service.training.rollout)
+            self.batch_rows = inputs
+            return super()._generate_and_score_completions(inputs)
+
         def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
             model = self.accelerator.unwrap_model(self.model)
             if state_dict is None and not hasattr(model, "peft_config"):

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import torch
 
-from service.data import check_chat_template, load_rows, unreadable_characters
 from service.errors import InputError
 from service.fields import Fields
 from service.models.hub import resolve_model_dir
@@ -26,13 +25,13 @@ from service.patch import PATCH_FILES, PATCH_META, LayerDeltas, compute_deltas, 
 from service.progress import SILENT, Progress, StepHook, reward_info
 from service.ranks import is_main
 from service.record import Record
-from service.rewards.registry import build_rewards
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
 from service.training.grpo import StepHooks, StopAt, build_trainer, enable_checkpointing, progress_hook
 from service.training.metrics import nothing_learned, step_recorder, training_summary
 from service.training.rundir import CHECKPOINTS, latest_checkpoint, prepare_run_dir, write_run_file
+from service.training.task import check_task, training_task
 
 
 @dataclass
@@ -111,8 +110,7 @@ def train(
     if learning_rate is None:
         learning_rate = spec.algorithm.learning_rate * spec.training.learning_rate_multiplier
     config_kwargs["learning_rate"] = learning_rate
-    reward_funcs, weights = build_rewards(spec.rewards)
-    train_rows, _ = load_rows(spec.dataset)
+    task = training_task(spec)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume=resume)
     if resume:
         finished = finished_run(out_dir, spec, stop_at or max_steps, started)
@@ -133,8 +131,7 @@ def train(
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=precision.load_dtype, device=precision.device
     )
-    check_chat_template(train_rows, tokenizer, spec.model.uri, spec.dataset)
-    warnings = [found] if (found := unreadable_characters(train_rows, tokenizer, spec.model.uri)) else []
+    warnings = check_task(task, spec, tokenizer)
     for text in warnings:
         progress.note(f"warning: {text}")
     stack = find_decoder_layers(model, spec.model.layers_path)
@@ -160,8 +157,7 @@ def train(
     trainer = build_trainer(
         model,
         tokenizer,
-        (reward_funcs, weights),
-        train_rows,
+        task,
         config_kwargs,
         callbacks=[
             StepHooks(
@@ -213,6 +209,10 @@ def train(
         metrics=metrics,
         warnings=warnings,
     )
+    if task.rollout is not None and is_main():
+        transcripts = task.rollout.write_transcripts(out_dir)
+        if record is not None and transcripts is not None:
+            record.add_artifact(transcripts, "transcripts")
     if record is not None and is_main():
         record_training(record, result)
     return result

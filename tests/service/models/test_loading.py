@@ -29,7 +29,7 @@ def test_demo_uri_maps_to_the_shipped_directory(tmp_path: Path, monkeypatch: pyt
     fake = tmp_path / "demo"
     fake.mkdir()
     monkeypatch.setattr(hub, "DEMO_MODEL_DIR", fake)
-    with pytest.raises(LayerpilotError, match="demo model is missing"):
+    with pytest.raises(LayerpilotError, match="model builtin:demo is missing"):
         resolve_model_dir("builtin:demo")
     (fake / "config.json").write_text("{}")
     assert resolve_model_dir("builtin:demo") == fake

@@ -1,0 +1,108 @@
+"""`environment.uri` → a factory of fresh environments, with bad input refused before any model loads.
+
+`builtin:<name>` and `gymnasium:<id>` are ours; `module:Class` imports your class from where the
+job runs (as `module:function` rewards do: the module must be on `PYTHONPATH`, in the operator's
+image too). A class with `reset` and `step` speaks our protocol; a class in the shape of TRL's
+`environment_factory` (`reset(**row)`, tools as public methods, optional `get_reward()`) is wrapped
+by `service.environments.trl_tools`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from service.environments.gridworld import GridWorld
+from service.environments.toytext import ToyText, check_toy_text
+from service.environments.trl_tools import ToolEnvironment, tool_names
+from service.errors import InputError
+from service.spec.models import EnvironmentSpec
+
+BUILTIN: dict[str, type] = {"gridworld": GridWorld}
+"""The built-in environments, by the name after `builtin:`."""
+
+Factory = Callable[[], Any]
+
+
+def environment_factory(spec: EnvironmentSpec) -> Factory:
+    """A function building one fresh environment per episode.
+
+    Raises `InputError` naming `environment.uri` or `environment.params` for an unknown name, a
+    class that cannot be imported or lacks `reset`, or parameters its constructor does not take.
+    """
+    scheme, _, name = spec.uri.partition(":")
+    if scheme == "builtin":
+        if name not in BUILTIN:
+            close = difflib.get_close_matches(name, list(BUILTIN), n=1)
+            hint = f"did you mean builtin:{close[0]}? " if close else ""
+            raise InputError(
+                "environment.uri",
+                f"no built-in environment '{name}'",
+                f"{hint}the built-in ones are {', '.join('builtin:' + n for n in BUILTIN)}",
+            )
+        kind: Any = BUILTIN[name]
+        _check_params(kind, spec.params)
+        kind(**spec.params)  # its own checks of the values, before any model loads
+        return functools.partial(kind, **spec.params)
+    if scheme == "gymnasium":
+        check_toy_text(name)
+        _check_params(ToyText, {"name": name, **spec.params})
+        return functools.partial(ToyText, name, **spec.params)
+    kind = _import_class(spec.uri)
+    _check_params(kind, spec.params)
+    if callable(getattr(kind, "step", None)):
+        return functools.partial(kind, **spec.params)
+    if not tool_names(kind):
+        raise InputError(
+            "environment.uri",
+            f"'{spec.uri}' has reset but no step, and no tools (public methods) as a TRL environment has",
+            "add step(action) -> (observation, reward, done) (see examples/my_env.py)",
+        )
+    return functools.partial(ToolEnvironment, functools.partial(kind, **spec.params))
+
+
+def _import_class(uri: str) -> Any:
+    field = "environment.uri"
+    module_name, _, attr_path = uri.partition(":")
+    fix = "write module:Class with an importable module (on PYTHONPATH) and a class with reset and step"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as err:
+        raise InputError(
+            field, f"cannot import module '{module_name}' ({type(err).__name__}: {err})", fix
+        ) from None
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise InputError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
+    if not inspect.isclass(target) and not callable(target):
+        raise InputError(field, f"'{uri}' is a {type(target).__name__}, not a class", fix)
+    if not callable(getattr(target, "reset", None)):
+        raise InputError(field, f"'{uri}' has no reset method", fix)
+    return target
+
+
+def _check_params(kind: Any, params: dict[str, Any]) -> None:
+    try:
+        signature = inspect.signature(kind)
+    except (TypeError, ValueError):
+        return
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters]
+    for key in params:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            takes = ", ".join(accepted) or "no parameters"
+            raise InputError(
+                f"environment.params.{key}",
+                "is not a parameter of this environment",
+                f"{hint}it takes {takes}",
+            )

@@ -1,0 +1,68 @@
+"""What a training learns from: prompts and rewards, or episodes of an environment.
+
+`training_task` reads the spec before any model loads (bad data, rewards or environments fail
+first); `build_trainer` takes the task as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from service.data import Row, check_chat_template, load_rows, unreadable_characters
+from service.environments.registry import environment_factory
+from service.environments.seeds import EpisodeStart, episode_starts
+from service.errors import InputError
+from service.rewards.base import RewardFunc
+from service.rewards.registry import build_rewards
+from service.spec.models import LayerAdaptationSpec
+from service.training.rollout import EpisodeRollout, episode_return
+
+PROBE_OBSERVATIONS = 20  # first observations read for characters the tokenizer cannot read
+
+
+@dataclass
+class Task:
+    """TRL's dataset rows, reward functions and weights, and the rollout of an agent's episodes."""
+
+    rows: list[Row]
+    rewards: tuple[list[RewardFunc], list[float]]
+    rollout: EpisodeRollout | None = None
+
+
+def training_task(spec: LayerAdaptationSpec) -> Task:
+    """The task of a spec: its dataset's prompts, or its environment's training episodes."""
+    funcs, weights = build_rewards(spec.rewards) if spec.rewards else ([], [])
+    if spec.environment is None:
+        return Task(load_rows(spec.prompts)[0], (funcs, weights))
+    factory = environment_factory(spec.environment)
+    starts = episode_starts(spec.environment, spec.dataset, "train")
+    return Task(
+        rows=[start.as_row(spec.environment.uri) for start in starts],
+        rewards=([cast(RewardFunc, episode_return), *funcs], [1.0, *weights]),
+        rollout=EpisodeRollout(spec, factory),
+    )
+
+
+def check_task(task: Task, spec: LayerAdaptationSpec, tokenizer: Any) -> list[str]:
+    """Refuse what the tokenizer cannot render; warnings about what it cannot read."""
+    if task.rollout is None:
+        check_chat_template(task.rows, tokenizer, spec.model.uri, spec.prompts)
+        found = unreadable_characters(task.rows, tokenizer, spec.model.uri)
+        return [found] if found else []
+    environment = task.rollout.environment
+    if environment.transcript == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise InputError(
+            "environment.transcript",
+            f"is chat, but the tokenizer of {spec.model.uri} has no chat template",
+            "use transcript: plain (or auto)",
+        )
+    observations: list[Row] = []
+    for row in task.rows[:PROBE_OBSERVATIONS]:
+        start = EpisodeStart.from_row(row)
+        try:
+            observations.append({"prompt": str(task.rollout.factory().reset(start.seed, start.row))})
+        except Exception:
+            break
+    found = unreadable_characters(observations, tokenizer, spec.model.uri)
+    return [found.replace("the prompts", "the observations")] if found else []
