@@ -66,17 +66,18 @@ image:  ## build the container image the operator and its Jobs run (needs docker
 
 # One after another, never two at once (timings on a shared machine mean nothing); each script
 # writes its own section of benchmarks/RESULTS.md.
-BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout agent_rollout
+BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout agent_rollout agent_probe
 
 bench: venv  ## run every benchmark (about 20 min on 2 cores); results in benchmarks/RESULTS.md
 	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \
 		$(BIN)/python benchmarks/$$name.py; done; echo "make bench: $$(( $$(date +%s) - start )) s"
 
-demo-model: venv  ## rebuild the shipped demo model and builtin:arith data from their seed
+demo-model: venv  ## rebuild the shipped demo models (arithmetic, agent) and builtin:arith data from their seeds
 	$(BIN)/python tools/build_demo_model.py
+	$(BIN)/python tools/build_agent_model.py
 
 clean:
-	rm -rf layerpilot-demo layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \
+	rm -rf layerpilot-demo layerpilot-demo-agent layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \
 		mlflow.db mlartifacts .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: help venv test test-fast demo lint format reference manifests image bench demo-model clean

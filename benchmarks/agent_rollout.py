@@ -6,7 +6,7 @@ The same greedy episodes on the shipped agent model (`builtin:demo-agent`, the a
 gridworld), the two ways alternating, several repeats; the episodes are identical both ways (the
 tests check it token for token), so only the time differs. Single-turn is TRL's own path: one
 `generate` call over the same batch of first observations, as many new tokens as the episodes'
-sequences hold after their prompt.
+sequences hold after their prompts on average, so both hold about the same number of tokens.
 
 Run: `.venv/bin/python benchmarks/agent_rollout.py [--episodes 64] [--repeats 3]` (about a minute);
 writes its section of benchmarks/RESULTS.md.
@@ -73,8 +73,9 @@ def main() -> None:
     model_tokens = sum(sum(e.env_mask) for e in played)
     total = prompt_tokens + completion_tokens
 
-    # single-turn: the same first observations, one generate call, as many new tokens per row
-    new_tokens = max(len(e.completion_ids) for e in played)
+    # single-turn: the same first observations, one generate call, as many new tokens per row as
+    # the episodes hold after their prompts on average (so both roll out about the same total)
+    new_tokens = round(completion_tokens / len(played))
     prompts = [tokenizer.decode(e.prompt_ids) for e in played]
     encoded = tokenizer(prompts, return_tensors="pt", padding=True)
     single: list[float] = []

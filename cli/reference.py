@@ -32,6 +32,7 @@ from service.tracking.publish import PUBLISHED_FILE, RECORD_KEY
 from service.tracking.published import PUBLISH_FIELDS, PUBLISHED
 from service.tracking.publishing import INTERVAL_ENV, SPEC_JSON
 from service.training.metrics import TRAIN_METRICS
+from service.training.rollout import EPISODE_METRICS
 from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
 from service.training.trainer import TRAIN_RESULT_FIELDS
 
@@ -281,7 +282,7 @@ def _mlflow() -> Iterator[str]:
     yield "the top run, linking the stage runs it finds under it. Such a Job fails (and is retried) when"
     yield "its publish did not finish, since the operator reads those runs."
     yield ""
-    metrics = {**TRAIN_METRICS, **PROBE_METRICS, **EVAL_METRICS}
+    metrics = {**TRAIN_METRICS, **EPISODE_METRICS, **PROBE_METRICS, **EVAL_METRICS}
     yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in metrics.items()))
     yield ""
     tags = {

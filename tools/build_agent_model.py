@@ -5,7 +5,7 @@ episodes of `builtin:gridworld` (shortest paths, in the `plain` transcript forma
 actions only) until it solves a share of unseen grids: enough that RL has signal (sampled episodes
 of one group differ), little enough that RL has room (about 30–50 % success before RL).
 
-    make demo-agent-model        # = python tools/build_agent_model.py
+    make demo-model        # builds both demo models; this one is python tools/build_agent_model.py
 
 The committed weights were produced by exactly this command (see `build_info.json` beside them).
 It lives outside the engine: layerpilot only reads the assets it writes.
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import build_demo_model as demo_model  # beside this file: run as `python tools/build_agent_model.py`
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
 from service.environments.episodes import play_episodes
@@ -31,7 +31,7 @@ from service.models.hub import DEMO_AGENT_DIR
 from service.spec.demo import demo_spec
 
 ALPHABET = list("#.AGkD>\n abcdefghijklmnopqrstuvwxyz0123456789,.:;'!?-")
-PAD, EOS = "<pad>", "<eos>"
+MAX_LENGTH = 512  # positions: a whole episode's transcript
 PRETRAIN_SEED_BASE = 50_000_000  # expert episodes come from seeds no training or evaluation uses
 VALIDATION_EPISODES = 200
 TARGET_SUCCESS = 0.40
@@ -39,33 +39,13 @@ SEED = 1234
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer: every character of the alphabet is one token."""
-    vocab = {PAD: 0, EOS: 1}
-    for ch in ALPHABET:
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left", model_max_length=512
-    )
+    """The demo's character-level tokenizer over the gridworld's characters and lower-case words."""
+    return demo_model.build_tokenizer(ALPHABET, MAX_LENGTH)
 
 
 def build_config(vocab_size: int) -> Qwen3Config:
-    return Qwen3Config(
-        vocab_size=vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
+    """The demo's architecture (6 layers, hidden 128) with room for whole episodes."""
+    return demo_model.build_config(vocab_size, MAX_LENGTH)
 
 
 def expert_episode(env: GridWorld, fmt: TurnFormat, seed: int, max_turns: int) -> tuple[list[int], list[int]]:

@@ -47,18 +47,20 @@ def arith_items(seed: int = SEED) -> tuple[list[dict[str, str]], list[dict[str, 
     return items[EVAL_ITEMS:], items[:EVAL_ITEMS]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(alphabet: list[str] = ALPHABET, max_length: int = 64) -> PreTrainedTokenizerFast:
     """A character-level tokenizer: every character of the alphabet is one token."""
-    vocab = {PAD: 0, EOS: 1, **{ch: i + 2 for i, ch in enumerate(ALPHABET)}}
+    vocab = {PAD: 0, EOS: 1}
+    for ch in alphabet:
+        vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=PAD))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left", model_max_length=64
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, padding_side="left", model_max_length=max_length
     )
 
 
-def build_config(vocab_size: int) -> Qwen3Config:
+def build_config(vocab_size: int, max_positions: int = 64) -> Qwen3Config:
     return Qwen3Config(
         vocab_size=vocab_size,
         hidden_size=128,
@@ -67,7 +69,7 @@ def build_config(vocab_size: int) -> Qwen3Config:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=32,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         pad_token_id=0,
         eos_token_id=1,

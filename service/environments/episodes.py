@@ -264,10 +264,7 @@ def _act(episode: Episode, env: Any, fmt: TurnFormat, action: list[int], step_ti
     episode.transcript.append(("action", text))
     try:
         step = as_step(call_with_timeout(env.step, text, timeout=step_timeout))
-    except EnvironmentFailed as err:
-        episode.error, episode.done = f"step: {err}", True
-        return
-    except Exception as err:  # as_step's complaint about the shape of the answer
+    except Exception as err:  # EnvironmentFailed, or as_step's complaint about the answer's shape
         episode.error, episode.done = f"step: {err}", True
         return
     episode.rewards.append(step.reward)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +19,7 @@ from service.environments.gridworld import GridWorld
 from service.environments.toytext import ToyText, check_toy_text
 from service.environments.trl_tools import ToolEnvironment, tool_names
 from service.errors import InputError
+from service.imports import import_named
 from service.spec.models import EnvironmentSpec
 
 BUILTIN: dict[str, type] = {"gridworld": GridWorld}
@@ -67,19 +67,8 @@ def environment_factory(spec: EnvironmentSpec) -> Factory:
 
 def _import_class(uri: str) -> Any:
     field = "environment.uri"
-    module_name, _, attr_path = uri.partition(":")
     fix = "write module:Class with an importable module (on PYTHONPATH) and a class with reset and step"
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as err:
-        raise InputError(
-            field, f"cannot import module '{module_name}' ({type(err).__name__}: {err})", fix
-        ) from None
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise InputError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
+    target = import_named(uri, field, fix)
     if not inspect.isclass(target) and not callable(target):
         raise InputError(field, f"'{uri}' is a {type(target).__name__}, not a class", fix)
     if not callable(getattr(target, "reset", None)):

@@ -8,13 +8,13 @@ that names the field, before any model is loaded. `module:function` names a rewa
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import types
 import typing
 from typing import Any
 
 from service.errors import InputError, first_line
+from service.imports import import_named
 from service.rewards.answers import Format, MathEquivalence, exact_answer
 from service.rewards.base import ParamError, RewardFunc, completion_text
 from service.rewards.code import CodeTests
@@ -88,21 +88,10 @@ def _check_params(name: str, kind: Any, params: dict[str, Any], index: int) -> N
 def _build_custom(spec: RewardSpec, index: int) -> RewardFunc:
     """`module:function` (or `module:Class.attr`): imported as-is, `params` bound as keywords."""
     field = f"rewards[{index}].name"
-    module_name, _, attr_path = spec.name.partition(":")
     fix = "write module:function with an importable module (on PYTHONPATH) and a callable in it"
-    if not module_name or not attr_path:
+    if ":" not in spec.name or not all(spec.name.partition(":")[::2]):
         raise InputError(field, f"'{spec.name}' is not module:function", fix)
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as err:
-        raise InputError(
-            field, f"cannot import module '{module_name}' ({type(err).__name__}: {err})", fix
-        ) from None
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise InputError(field, f"module '{module_name}' has no attribute '{attr_path}'", fix) from None
+    target = import_named(spec.name, field, fix)
     if not callable(target):
         raise InputError(field, f"'{spec.name}' is a {type(target).__name__}, not a function", fix)
     try:

@@ -103,3 +103,39 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
     # The token reached the pods only as a mounted file.
     token_files = list((tmp_path / "pods").glob("*/mlflow-token/token"))
     assert token_files and all(f.read_text() == CANARY for f in token_files)
+
+
+AGENT: dict[str, Any] = {
+    "model": {"uri": "builtin:demo-agent"},
+    "environment": {"uri": "builtin:gridworld", "params": {"size": 4}, "maxTurns": 4, "evalEpisodes": 16},
+    "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-4},
+    "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
+    "training": {"maxSteps": 2, "batchSize": 16, "saveSteps": 2},
+    "mlflow": {"experiment": "k8s-agent", "registeredModel": "k8s-agent"},
+}
+
+
+@pytest.mark.heavy
+async def test_an_agent_resource_runs_its_episodes_in_the_jobs_and_registers_a_version(
+    kmock: Any, mlflow_server: Any, tmp_path: Path
+) -> None:
+    """The spec carries the environment to every Job: probe units, training and registration play
+    episodes, and the version's review reads as an agent's (success rate)."""
+    declare(kmock)
+    kubelet = Kubelet(kmock, tmp_path)
+    async with operator(kmock, OperatorConfig(tracking_uri=mlflow_server.uri)):
+        await apply(client(kmock), resource("agent", AGENT))
+        await kubelet.run_until(lambda: phase(kmock, "agent") in ("Succeeded", "Failed"))
+    status = objects(kmock, LA)["agent"]["status"]
+    assert status["phase"] == "Succeeded", (status.get("message"), kubelet.logs)
+    mlflow = MlflowClient(mlflow_server.uri)
+    version = mlflow.get_model_version_by_alias("k8s-agent", "candidate")
+    assert (
+        "success rate (greedy)" in version.description and "on 16 evaluation episodes" in version.description
+    )
+    train = next(
+        r
+        for r in mlflow.search_runs([mlflow.get_experiment_by_name("k8s-agent").experiment_id])
+        if r.info.run_name == "train"
+    )
+    assert "train/episode/success" in train.data.metrics

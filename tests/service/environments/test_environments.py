@@ -72,6 +72,16 @@ def test_a_trl_environment_class_plays_through_tool_calls() -> None:
     assert env.step("I counted to two") == ("", 1.0, True, {})
 
 
+def test_the_readmes_own_environment_example_speaks_the_protocol() -> None:
+    env = environment_factory(EnvironmentSpec(uri="examples.my_env:Hallway", params={"length": 5}))()
+    first = env.reset(7)
+    assert len(first) == 5 and first.count("A") == first.count("G") == 1
+    toward = "right" if first.index("G") > first.index("A") else "left"
+    steps = [env.step(toward) for _ in range(abs(first.index("G") - first.index("A")))]
+    assert steps[-1][1:] == (1.0, True, {"success": True})
+    assert env.step("jump")[3] == {"invalid": True}
+
+
 def test_a_step_in_another_shape_is_refused_with_what_to_return() -> None:
     with pytest.raises(Exception, match=r"return \(observation, reward, done\)"):
         as_step("moved")
