@@ -20,6 +20,7 @@ from service.environments.registry import Factory, environment_factory
 from service.environments.seeds import episode_starts
 from service.environments.transcript import turn_format
 from service.fields import Fields
+from service.models.loading import evaluating
 from service.patch import load_patched_model, read_patch
 from service.progress import SILENT, Progress
 from service.rewards.base import RewardFunc
@@ -80,11 +81,9 @@ def generate_greedy(
     progress: Progress = SILENT,
 ) -> list[str]:
     """Greedy completions, decoded without special tokens, in prompt order."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out: list[str] = []
-    try:
+    with evaluating(model):
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             chunk = [render_prompt(tokenizer, prompt) for prompt in batch]
@@ -103,8 +102,6 @@ def generate_greedy(
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             out.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
             progress.update("eval", len(out))
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -156,11 +153,10 @@ def evaluate(
 ) -> EvalResult:
     """Score the spec's base model, or base + the patch in `patch_dir`, on the eval rows (or, for an
     agent, on its evaluation episodes)."""
-    if spec.environment is not None:
-        factory = environment_factory(spec.environment)  # bad input before the model loads
-        model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
-        return evaluate_episodes(model, tokenizer, spec, factory, progress=progress)
+    factory = environment_factory(spec.environment) if spec.environment else None  # before the model loads
     model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
+    if factory is not None:
+        return evaluate_episodes(model, tokenizer, spec, factory, progress=progress)
     _, eval_rows = load_rows(spec.prompts)
     check_chat_template(eval_rows, tokenizer, spec.model.uri, spec.prompts)
     funcs, weights = build_rewards(spec.rewards)

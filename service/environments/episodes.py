@@ -23,6 +23,7 @@ import torch
 
 from service.environments.protocol import as_step, state_key_of
 from service.environments.transcript import TurnFormat
+from service.models.loading import evaluating
 
 Start = tuple[Any, int, dict[str, Any] | None]  # (environment, seed, dataset row or None)
 
@@ -109,7 +110,6 @@ class _Context:
         self.device = next(model.parameters()).device
         self.sequences: list[list[int]] = [[] for _ in range(rows)]
         self.restart()
-        self.tokens_fed = 0
 
     def restart(self) -> None:
         """Forget the cache: the next forward pass encodes every sequence from its start."""
@@ -139,7 +139,6 @@ class _Context:
         )
         self.cache, self.mask = out.cache, mask
         self.fed = [len(sequence) for sequence in self.sequences]
-        self.tokens_fed += int(new_mask.sum())
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
 
@@ -168,90 +167,71 @@ def play_episodes(
     An environment that raises or hangs ends its episode (reward 0, `error` says why); the others
     go on. An episode whose context would outgrow the model's positions ends where it is.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        return _play(
-            model,
-            fmt,
-            starts,
-            max_turns,
-            max_action_tokens,
-            temperature,
-            step_timeout,
-            reuse_cache=reuse_cache,
-        )
-    finally:
-        model.train(was_training)
-
-
-def _play(
-    model: Any,
-    fmt: TurnFormat,
-    starts: Sequence[Start],
-    max_turns: int,
-    max_action_tokens: int,
-    temperature: float | None,
-    step_timeout: float,
-    *,
-    reuse_cache: bool,
-) -> list[Episode]:
-    tokenizer = fmt.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(fmt.stop_ids), 0)
-    limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
-    context = _Context(model, pad_id, len(starts))
-    episodes = [Episode(seed=seed) for _, seed, _ in starts]
-    for index, (env, seed, row) in enumerate(starts):
-        episode = episodes[index]
-        try:
-            observation = str(call_with_timeout(env.reset, seed, row, timeout=step_timeout))
-        except EnvironmentFailed as err:
-            episode.error, episode.done = f"reset: {err}", True
-            observation = ""
-        episode.transcript.append(("observation", observation))
-        episode.prompt_ids = fmt.opening(observation)
-        context.sequences[index] = list(episode.prompt_ids)
-
-    for turn in range(max_turns):
-        live = [i for i, episode in enumerate(episodes) if not episode.done]
-        if not live:
-            break
-        for i in live:
+    with evaluating(model):
+        tokenizer = fmt.tokenizer
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(fmt.stop_ids), 0)
+        limit = getattr(model.config, "max_position_embeddings", None) or 1 << 30
+        context = _Context(model, pad_id, len(starts))
+        episodes = [Episode(seed=seed) for _, seed, _ in starts]
+        for index, (env, seed, row) in enumerate(starts):
+            episode = episodes[index]
             try:
-                episodes[i].state_keys.append(state_key_of(starts[i][0]))
-            except Exception:  # a broken state_key only costs GiGPO its anchor
-                episodes[i].state_keys.append(None)
-        if not reuse_cache:
-            context.restart()
-        actions: dict[int, list[int]] = {i: [] for i in live}
-        writing = set(live)
-        for _ in range(max_action_tokens):
-            tokens = _sample(context.forward(), temperature)
-            for i in sorted(writing):
-                actions[i].append(tokens[i])
-                context.sequences[i].append(tokens[i])
-                if fmt.ends_turn(actions[i]):
-                    writing.discard(i)
-            if not writing:
-                break
-        for i in live:
-            _act(episodes[i], starts[i][0], fmt, actions[i], step_timeout)
-            episode = episodes[i]
-            if episode.done or turn == max_turns - 1:
-                episode.done = True
-                continue
-            feedback = fmt.feedback(episode.transcript[-1][1], actions[i])
-            if len(context.sequences[i]) + len(feedback) + max_action_tokens > limit:
-                episode.done = True  # the model cannot read further
-                continue
-            episode.completion_ids += feedback
-            episode.env_mask += [0] * len(feedback)
-            context.sequences[i] += feedback
+                observation = str(call_with_timeout(env.reset, seed, row, timeout=step_timeout))
+            except EnvironmentFailed as err:
+                episode.error, episode.done = f"reset: {err}", True
+                observation = ""
+            episode.transcript.append(("observation", observation))
+            episode.prompt_ids = fmt.opening(observation)
+            context.sequences[index] = list(episode.prompt_ids)
 
-    for episode in episodes:
-        if not episode.completion_ids:  # TRL needs a token to hold the (zero) reward
-            episode.completion_ids, episode.env_mask = [pad_id], [0]
-    return episodes
+        for turn in range(max_turns):
+            live = [i for i, episode in enumerate(episodes) if not episode.done]
+            if not live:
+                break
+            for i in live:
+                try:
+                    episodes[i].state_keys.append(state_key_of(starts[i][0]))
+                except Exception:  # a broken state_key only costs GiGPO its anchor
+                    episodes[i].state_keys.append(None)
+            if not reuse_cache:
+                context.restart()
+            actions = _write_actions(context, fmt, live, max_action_tokens, temperature)
+            for i in live:
+                _act(episodes[i], starts[i][0], fmt, actions[i], step_timeout)
+                episode = episodes[i]
+                if episode.done or turn == max_turns - 1:
+                    episode.done = True
+                    continue
+                feedback = fmt.feedback(episode.transcript[-1][1], actions[i])
+                if len(context.sequences[i]) + len(feedback) + max_action_tokens > limit:
+                    episode.done = True  # the model cannot read further
+                    continue
+                episode.completion_ids += feedback
+                episode.env_mask += [0] * len(feedback)
+                context.sequences[i] += feedback
+
+        for episode in episodes:
+            if not episode.completion_ids:  # TRL needs a token to hold the (zero) reward
+                episode.completion_ids, episode.env_mask = [pad_id], [0]
+        return episodes
+
+
+def _write_actions(
+    context: _Context, fmt: TurnFormat, rows: list[int], max_tokens: int, temperature: float | None
+) -> dict[int, list[int]]:
+    """One action per row, token by token, each row stopping at its turn's end or `max_tokens`."""
+    actions: dict[int, list[int]] = {i: [] for i in rows}
+    writing = set(rows)
+    for _ in range(max_tokens):
+        tokens = _sample(context.forward(), temperature)
+        for i in sorted(writing):
+            actions[i].append(tokens[i])
+            context.sequences[i].append(tokens[i])
+            if fmt.ends_turn(actions[i]):
+                writing.discard(i)
+        if not writing:
+            break
+    return actions
 
 
 def _act(episode: Episode, env: Any, fmt: TurnFormat, action: list[int], step_timeout: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from service.data import Row, split_rows
 from service.errors import InputError
-from service.spec.models import DatasetSpec, EnvironmentSpec
+from service.spec.models import DatasetSpec, EnvironmentSpec, ranges_overlap
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,11 @@ def episode_starts(
 ) -> list[EpisodeStart]:
     """The training or evaluation episodes of a spec."""
     if dataset is None:
-        first, count = (
-            (environment.train_seed, environment.train_episodes)
-            if split == "train"
-            else (environment.eval_seed, environment.eval_episodes)
-        )
-        return [EpisodeStart(seed) for seed in range(first, first + count)]
+        train_seeds, eval_seeds = environment.seeds()
+        return [EpisodeStart(seed) for seed in (train_seeds if split == "train" else eval_seeds)]
     train, evaluation = split_rows(dataset)
-    train_seeds = range(environment.train_seed, environment.train_seed + len(train))
-    eval_seeds = range(environment.eval_seed, environment.eval_seed + len(evaluation))
-    if train_seeds.start < eval_seeds.stop and eval_seeds.start < train_seeds.stop:
+    train_seeds, eval_seeds = environment.seeds(len(train), len(evaluation))
+    if ranges_overlap(train_seeds, eval_seeds):
         raise InputError(
             "environment.evalSeed",
             f"the {len(evaluation)} evaluation rows play seeds {eval_seeds.start}…{eval_seeds.stop - 1}, "

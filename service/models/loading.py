@@ -8,6 +8,8 @@ only (how many decoder layers, which parameter names).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -157,3 +159,14 @@ def _checked_model_dir(model: ModelSpec) -> Path:
     if not is_gguf(path):
         _check_code_source(model.uri, _read_config(path), trust_remote_code=model.trust_remote_code)
     return path
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[Any]:
+    """The model in eval mode (dropout off) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

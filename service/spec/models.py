@@ -195,11 +195,20 @@ class EnvironmentSpec(Section):
             )
         return value
 
+    def seeds(self, train: int | None = None, evaluation: int | None = None) -> tuple[range, range]:
+        """(training seeds, evaluation seeds) for that many episodes (default: `trainEpisodes`,
+        `evalEpisodes`; a dataset plays one per row)."""
+        train = self.train_episodes if train is None else train
+        evaluation = self.eval_episodes if evaluation is None else evaluation
+        return (
+            range(self.train_seed, self.train_seed + train),
+            range(self.eval_seed, self.eval_seed + evaluation),
+        )
+
     def check_seeds_apart(self) -> None:
         """Evaluation seeds never overlap training seeds (with a dataset: checked when its rows load)."""
-        train = range(self.train_seed, self.train_seed + self.train_episodes)
-        evaluation = range(self.eval_seed, self.eval_seed + self.eval_episodes)
-        if train.start < evaluation.stop and evaluation.start < train.stop:
+        train, evaluation = self.seeds()
+        if ranges_overlap(train, evaluation):
             raise ValueError(
                 f"@environment.evalSeed: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
                 f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
@@ -451,6 +460,13 @@ class LayerAdaptation(Section):
     metadata: Metadata = Field(default_factory=Metadata)
     spec: LayerAdaptationSpec = Field(default_factory=LayerAdaptationSpec)
     status: dict[str, Any] | None = Field(None, description="Written by the operator.")
+
+
+def ranges_overlap(a: range, b: range) -> bool:
+    """>>> ranges_overlap(range(0, 10), range(9, 20)), ranges_overlap(range(0, 10), range(10, 20))
+    (True, False)
+    """
+    return a.start < b.stop and b.start < a.stop
 
 
 def _check_indices(layers: list[int]) -> None:

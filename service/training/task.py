@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from service.data import Row, check_chat_template, load_rows, unreadable_characters
+from service.environments.episodes import EnvironmentFailed, call_with_timeout
 from service.environments.registry import environment_factory
 from service.environments.seeds import EpisodeStart, episode_starts
 from service.errors import InputError
@@ -61,8 +62,15 @@ def check_task(task: Task, spec: LayerAdaptationSpec, tokenizer: Any) -> list[st
     for row in task.rows[:PROBE_OBSERVATIONS]:
         start = EpisodeStart.from_row(row)
         try:
-            observations.append({"prompt": str(task.rollout.factory().reset(start.seed, start.row))})
-        except Exception:
+            first = call_with_timeout(
+                _first_observation, task.rollout, start, timeout=environment.step_timeout
+            )
+        except EnvironmentFailed:  # the episodes report a broken environment, one by one
             break
+        observations.append({"prompt": first})
     found = unreadable_characters(observations, tokenizer, spec.model.uri)
     return [found.replace("the prompts", "the observations")] if found else []
+
+
+def _first_observation(rollout: EpisodeRollout, start: EpisodeStart) -> str:
+    return str(rollout.factory().reset(start.seed, start.row))
