@@ -66,9 +66,9 @@ image:  ## build the container image the operator and its Jobs run (needs docker
 
 # One after another, never two at once (timings on a shared machine mean nothing); each script
 # writes its own section of benchmarks/RESULTS.md.
-BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout agent_rollout agent_probe agent_smollm2
+BENCHMARKS := memory_step_time gain_for_cost tracking_overhead input_latency probe_proxies halving_probe patch_artifact_size operator_fanout agent_rollout agent_probe agent_smollm2 agent_gigpo
 
-bench: venv  ## run every benchmark (about 45 min on 2 cores); results in benchmarks/RESULTS.md
+bench: venv  ## run every benchmark (about 90 min on 2 cores); results in benchmarks/RESULTS.md
 	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \
 		$(BIN)/python benchmarks/$$name.py; done; echo "make bench: $$(( $$(date +%s) - start )) s"
 

@@ -105,7 +105,7 @@ def resolve_spec(given: SpecOptions) -> LayerAdaptationSpec:
     if spec.dataset is not None:
         check_source(spec.dataset)
     if spec.environment is not None:
-        environment_factory(spec.environment)
+        environment_factory(spec.environment, state_key=spec.algorithm.advantage_estimator == "gigpo")
     build_rewards(spec.rewards)
     return spec
 

@@ -31,6 +31,7 @@ from service.tracking import review
 from service.tracking.publish import PUBLISHED_FILE, RECORD_KEY
 from service.tracking.published import PUBLISH_FIELDS, PUBLISHED
 from service.tracking.publishing import INTERVAL_ENV, SPEC_JSON
+from service.training.gigpo import GIGPO_METRICS
 from service.training.metrics import TRAIN_METRICS
 from service.training.rollout import EPISODE_METRICS
 from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
@@ -157,23 +158,32 @@ def _spec() -> Iterator[str]:
     yield ""
     spec_schema = schema["$defs"]["LayerAdaptationSpec"]
     for section, prop in spec_schema["properties"].items():
-        target = _resolve(schema, prop.get("items", prop))
-        yield f"### `spec.{section}`{' (a list)' if prop.get('type') == 'array' else ''}"
-        yield ""
-        yield prop.get("description", "")
-        yield ""
-        rows = []
-        for key, field in target.get("properties", {}).items():
-            section_default = defaults[section]
-            if key in target.get("required", []):
-                default = "required"
-            elif isinstance(section_default, dict):
-                default = _default(section_default.get(key), present=True)
-            else:  # a list section: its entries' own defaults
-                default = _default(field.get("default"), present="default" in field)
-            rows.append((f"`{key}`", _type(schema, field), default, field.get("description", "")))
-        yield from _table(("key", "type", "default", "meaning"), rows)
-        yield ""
+        yield from _section(schema, f"spec.{section}", prop, defaults[section])
+
+
+def _section(schema: dict[str, Any], path: str, prop: dict[str, Any], section_default: Any) -> Iterator[str]:
+    """A section's table, then one for each of its fields that is a section of its own."""
+    target = _resolve(schema, prop.get("items", prop))
+    yield f"### `{path}`{' (a list)' if prop.get('type') == 'array' else ''}"
+    yield ""
+    yield prop.get("description", "")
+    yield ""
+    rows = []
+    nested = []
+    for key, field in target.get("properties", {}).items():
+        if key in target.get("required", []):
+            default = "required"
+        elif isinstance(section_default, dict):
+            default = _default(section_default.get(key), present=True)
+        else:  # a list section: its entries' own defaults
+            default = _default(field.get("default"), present="default" in field)
+        rows.append((f"`{key}`", _type(schema, field), default, field.get("description", "")))
+        if "properties" in _resolve(schema, field) and isinstance(section_default, dict):
+            nested.append((key, field))
+    yield from _table(("key", "type", "default", "meaning"), rows)
+    yield ""
+    for key, field in nested:
+        yield from _section(schema, f"{path}.{key}", field, section_default.get(key))
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -282,7 +292,7 @@ def _mlflow() -> Iterator[str]:
     yield "the top run, linking the stage runs it finds under it. Such a Job fails (and is retried) when"
     yield "its publish did not finish, since the operator reads those runs."
     yield ""
-    metrics = {**TRAIN_METRICS, **EPISODE_METRICS, **PROBE_METRICS, **EVAL_METRICS}
+    metrics = {**TRAIN_METRICS, **EPISODE_METRICS, **GIGPO_METRICS, **PROBE_METRICS, **EVAL_METRICS}
     yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in metrics.items()))
     yield ""
     tags = {

@@ -101,6 +101,7 @@ class Registration:
     spec_hash: str | None = None
     max_new_tokens: int | None = None  # the pyfunc's default completion length
     score_name: str = "eval score"  # "success rate" for an agent's episodes
+    algorithm: str | None = None  # the RL algorithm in a few words (`AlgorithmSpec.describe`)
 
     def to_json(self) -> dict[str, Any]:
         return REGISTRATION_FIELDS.json(self)
@@ -123,6 +124,11 @@ _REGISTRATION = (  # key in record.json, attribute, what it means
     ("specHash", "spec_hash", "hash of the spec"),
     ("maxNewTokens", "max_new_tokens", "the pyfunc's default completion length"),
     ("scoreName", "score_name", "what the scores measure: `eval score`, or an agent's `success rate`"),
+    (
+        "algorithm",
+        "algorithm",
+        "the RL algorithm the patch was trained with (e.g. `grpo`, or GiGPO's settings)",
+    ),
 )
 REGISTRATION_FIELDS: Fields[Registration] = Fields(
     {key: (meaning, attrgetter(attr)) for key, attr, meaning in _REGISTRATION}

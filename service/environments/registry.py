@@ -28,12 +28,27 @@ BUILTIN: dict[str, type] = {"gridworld": GridWorld}
 Factory = Callable[[], Any]
 
 
-def environment_factory(spec: EnvironmentSpec) -> Factory:
+def environment_factory(spec: EnvironmentSpec, *, state_key: bool = False) -> Factory:
     """A function building one fresh environment per episode.
 
     Raises `InputError` naming `environment.uri` or `environment.params` for an unknown name, a
-    class that cannot be imported or lacks `reset`, or parameters its constructor does not take.
+    class that cannot be imported or lacks `reset`, or parameters its constructor does not take;
+    with `state_key` (GiGPO's anchor states), naming `algorithm.advantageEstimator` for an
+    environment without `state_key()`.
     """
+    factory = _factory(spec)
+    if state_key:
+        env = factory()
+        if not callable(getattr(env.build() if isinstance(env, ToolEnvironment) else env, "state_key", None)):
+            raise InputError(
+                "algorithm.advantageEstimator",
+                f"gigpo groups actions by the state they were taken in, and {spec.uri} has no state_key()",
+                "add a state_key() method returning a hashable state (see examples/my_env.py), or use grpo",
+            )
+    return factory
+
+
+def _factory(spec: EnvironmentSpec) -> Factory:
     scheme, _, name = spec.uri.partition(":")
     if scheme == "builtin":
         if name not in BUILTIN:

@@ -34,6 +34,11 @@ class ToolEnvironment:
     def tools(self) -> dict[str, Callable[..., Any]]:
         return {name: getattr(self.inner, name) for name in tool_names(type(self.inner))}
 
+    def state_key(self) -> Any:
+        """The TRL class's own `state_key()`, if it has one (GiGPO's anchor states)."""
+        method = getattr(self.inner, "state_key", None)
+        return method() if callable(method) else None
+
     def step(self, action: str) -> tuple[str, float, bool, dict[str, Any]]:
         call = parse_call(action)
         tools = self.tools()
@@ -49,11 +54,12 @@ class ToolEnvironment:
 
 
 def tool_names(kind: type) -> list[str]:
-    """The tools of a TRL environment class: its public methods but `reset` and `get_reward` (as TRL)."""
+    """The tools of a TRL environment class: its public methods but `reset` and `get_reward` (as TRL),
+    and `state_key` (ours)."""
     return [
         name
         for name, _ in inspect.getmembers(kind, predicate=inspect.isfunction)
-        if name not in ("reset", "get_reward") and not name.startswith("_")
+        if name not in ("reset", "get_reward", "state_key") and not name.startswith("_")
     ]
 
 

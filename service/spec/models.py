@@ -27,6 +27,17 @@ class LossType(StrEnum):
     dapo = "dapo"
 
 
+class AdvantageEstimator(StrEnum):
+    grpo = "grpo"
+    gigpo = "gigpo"
+
+
+class Normalization(StrEnum):
+    auto = "auto"
+    mean = "mean"
+    mean_std = "meanStd"
+
+
 class ProbeMode(StrEnum):
     exact = "exact"
     halving = "halving"
@@ -226,7 +237,38 @@ class RewardSpec(Section):
     )
 
 
+class GigpoSpec(Section):
+    step_weight: float = Field(
+        1.0,
+        ge=0,
+        description="ω: the weight of the step-level advantage added to the episode's (0 gives GRPO's "
+        "advantages exactly).",
+    )
+    gamma: float = Field(
+        0.95,
+        ge=0,
+        le=1,
+        description="γ: the discount of the rewards after an action in its step-level return (below 1, a "
+        "shorter way to the same reward earns more).",
+    )
+    normalization: Normalization = Field(
+        Normalization.auto,
+        description="How both levels' advantages are normalised within their groups: `mean` (subtract "
+        "the mean), `meanStd` (and divide by the standard deviation) or `auto` (the loss type's: "
+        "`mean` for dr_grpo, `meanStd` otherwise).",
+    )
+
+
 class AlgorithmSpec(Section):
+    advantage_estimator: AdvantageEstimator = Field(
+        AdvantageEstimator.grpo,
+        description="`grpo`: one advantage per completion or episode, its reward normalised within its "
+        "group. `gigpo` (GiGPO, agents only): adds to each action a step-level advantage from the "
+        "actions other episodes of its group took in the same state (the environment needs `state_key()`).",
+    )
+    gigpo: GigpoSpec = Field(
+        default_factory=GigpoSpec, description="GiGPO's settings (read with `advantageEstimator: gigpo`)."
+    )
     loss_type: LossType = Field(
         LossType.grpo,
         description="`grpo`, `dr_grpo` (Dr. GRPO: no std scaling, constant normaliser) or `dapo` "
@@ -242,6 +284,19 @@ class AlgorithmSpec(Section):
         description="Further TRL `GRPOConfig` options passed through as-is (snake_case names), "
         "checked against TRL's fields before training.",
     )
+
+    def describe(self) -> str:
+        """The algorithm in a few words, for a version's review.
+
+        >>> AlgorithmSpec().describe(), AlgorithmSpec(advantage_estimator="gigpo").describe()
+        ('grpo', 'gigpo (ω 1, γ 0.95, normalization auto), grpo loss')
+        """
+        if self.advantage_estimator != AdvantageEstimator.gigpo:
+            return str(self.loss_type)
+        settings = (
+            f"ω {self.gigpo.step_weight:g}, γ {self.gigpo.gamma:g}, normalization {self.gigpo.normalization}"
+        )
+        return f"gigpo ({settings}), {self.loss_type} loss"
 
 
 class ProbeSpec(Section):
@@ -410,7 +465,9 @@ class LayerAdaptationSpec(Section):
         description="Reward functions and their weights (with an environment, added to the episode's return "
         "and scored on the transcript; default there: none).",
     )
-    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec, description="GRPO settings.")
+    algorithm: AlgorithmSpec = Field(
+        default_factory=AlgorithmSpec, description="The RL algorithm: GRPO, its loss variants, and GiGPO."
+    )
     probe: ProbeSpec = Field(default_factory=ProbeSpec, description="Layer probe settings.")
     selection: SelectionSpec = Field(default_factory=SelectionSpec, description="Which layers to train.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Training run settings.")
@@ -432,6 +489,8 @@ class LayerAdaptationSpec(Section):
             self.rewards = []  # the episode's return is the reward
         if self.environment is None and not self.rewards:
             raise ValueError("@rewards: is empty; name at least one reward, e.g. - name: exact_answer")
+        if self.algorithm.advantage_estimator == AdvantageEstimator.gigpo:
+            self._check_gigpo()
         gens, batch = self.algorithm.num_generations, self.training.batch_size
         if batch % gens:
             ok = [g for g in range(2, batch + 1) if batch % g == 0]
@@ -444,6 +503,18 @@ class LayerAdaptationSpec(Section):
                 f"@algorithm.numGenerations: ({gens}) must divide `training.batchSize` ({batch}); {hint}"
             )
         return self
+
+    def _check_gigpo(self) -> None:
+        if self.environment is None:
+            raise ValueError(
+                "@algorithm.advantageEstimator: gigpo groups an agent's actions by the environment state "
+                "they were taken in, and this spec has no environment; use grpo (or add an environment)"
+            )
+        if "scale_rewards" in self.algorithm.extra:
+            raise ValueError(
+                "@algorithm.extra.scale_rewards: under gigpo the normalisation of both levels is one "
+                "setting; set algorithm.gigpo.normalization (mean or meanStd) instead"
+            )
 
 
 class Metadata(Section):

@@ -120,6 +120,7 @@ def _review(
         eval_after=registration.eval_after,
         eval_items=registration.eval_items,
         score_name=registration.score_name,
+        algorithm=registration.algorithm,
         training_steps=meta.get("trainedSteps"),
         num_parameters=meta.get("numParameters"),
         strategy=registration.strategy,

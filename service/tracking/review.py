@@ -78,6 +78,7 @@ class PatchReview:
     spec_hash: str | None = None
     eval_items: int | None = None
     score_name: str = "eval score"
+    algorithm: str | None = None
     probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json "layers"
     deltas: dict[str, float] = field(default_factory=dict)  # layer index -> relative change
     runs: dict[str, str] = field(default_factory=dict)  # role -> run id or link
@@ -110,6 +111,8 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
         + " |",
         f"| training steps | {review.training_steps if review.training_steps is not None else '–'} |",
     ]
+    if review.algorithm:
+        lines.append(f"| algorithm | {review.algorithm} |")
     if review.num_parameters is not None:
         lines.append(f"| trained parameters | {review.num_parameters:,} |")
     lines += [

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from service.errors import InputError
-from service.spec.models import LayerAdaptationSpec, LossType, Precision
+from service.spec.models import AdvantageEstimator, LayerAdaptationSpec, LossType, Normalization, Precision
 
 # GRPOConfig fields that the spec owns: setting them through `algorithm.extra` would silently
 # contradict the spec, so the error names the spec field to use instead.
@@ -110,12 +110,27 @@ def grpo_config_kwargs(
         "remove_unused_columns": False,
         **LOSS_DEFAULTS[algo.loss_type],
     }
+    if algo.advantage_estimator == AdvantageEstimator.gigpo:
+        kwargs["scale_rewards"] = "group" if gigpo_scales(spec) else "none"
     if spec.environment is not None:
         # An episode's completion holds up to maxTurns actions (and the environment's answers,
         # masked): Dr. GRPO's constant normaliser is the most the model can write in one.
         kwargs["max_completion_length"] = algo.max_completion_length * spec.environment.max_turns
     kwargs.update(validate_extra(algo.extra))
     return kwargs
+
+
+def gigpo_scales(spec: LayerAdaptationSpec) -> bool:
+    """Whether GiGPO divides both levels' advantages by their group's standard deviation.
+
+    >>> from service.spec.models import AlgorithmSpec
+    >>> gigpo_scales(LayerAdaptationSpec(algorithm=AlgorithmSpec(loss_type="dr_grpo")))
+    False
+    """
+    normalization = spec.algorithm.gigpo.normalization
+    if normalization == Normalization.auto:
+        return bool(LOSS_DEFAULTS[spec.algorithm.loss_type].get("scale_rewards", "group") != "none")
+    return bool(normalization == Normalization.mean_std)
 
 
 def validate_extra(extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """TRL's GRPOTrainer as layerpilot builds it: checkpoints of the trained weights only, activation
-checkpointing that never reaches frozen layers, and the callbacks that turn TRL's logs into hooks.
+checkpointing that never reaches frozen layers, GiGPO's per-token advantages for an agent that asks
+for them, and the callbacks that turn TRL's logs into hooks.
 
 `service.training.trainer` runs a training with it; the gradient probe builds one for its rollouts.
 """
@@ -16,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from service.errors import LayerpilotError
 from service.progress import Progress, StepHook, reward_info
+from service.training.gigpo import EpisodeSteps, GiGPO
 from service.training.task import Task
 
 
@@ -40,6 +42,7 @@ def build_trainer(
         callbacks=list(callbacks),
         rollout_func=task.rollout,
     )
+    trainer.gigpo = task.gigpo
     _quiet(trainer)
     return trainer
 
@@ -56,10 +59,42 @@ def _selective_trainer_class(base: type) -> type:
     """
 
     class LayerSelectiveGRPOTrainer(base):
+        gigpo: GiGPO | None = None
+
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> Any:
             # an agent's rollout starts each episode from its row's seed (see service.training.rollout)
             self.batch_rows = inputs
-            return super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(inputs)
+            if self.gigpo is not None:
+                output["advantages"] = self._gigpo_advantages(inputs, output)
+            return output
+
+        def _gigpo_advantages(self, rows: list[dict[str, Any]], output: dict[str, Any]) -> Any:
+            """GiGPO's (B, T) advantages in place of TRL's (B,) episode advantages, which they add to.
+
+            TRL's rollout columns reach `rows` (`service.training.rollout`); a group may span
+            processes, so every process gathers the batch's episodes and keeps its own rows.
+            """
+            from accelerate.utils import gather_object
+
+            assert self.gigpo is not None
+            mine = [
+                EpisodeSteps(
+                    row["episode_state_keys"], row["episode_step_rewards"], bool(row["episode_error"])
+                )
+                for row in rows
+            ]
+            advantages, steps = self.gigpo.advantages(
+                output["advantages"],
+                gather_object(mine),
+                first=self.accelerator.process_index * len(rows),
+                spans=[row["episode_action_spans"] for row in rows],
+                group_size=self.num_generations,
+                width=output["completion_ids"].shape[1],
+            )
+            self._metrics["train"]["gigpo/grouped_actions"].append(steps.grouped_share)
+            self._metrics["train"]["gigpo/step_advantage"].append(steps.mean_abs)
+            return advantages
 
         def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
             model = self.accelerator.unwrap_model(self.model)

@@ -81,6 +81,10 @@ class EpisodeRollout:
             "episode_turns": [float(episode.turns) for episode in episodes],
             "episode_invalid": [float(episode.invalid_actions) for episode in episodes],
             "episode_error": [float(episode.error is not None) for episode in episodes],
+            # what GiGPO reads (service.training.grpo): per action, its state, reward and tokens
+            "episode_state_keys": [list(episode.state_keys) for episode in episodes],
+            "episode_step_rewards": [list(episode.rewards) for episode in episodes],
+            "episode_action_spans": [list(episode.action_spans) for episode in episodes],
         }
 
     def write_transcripts(self, out_dir: Path) -> Path | None:

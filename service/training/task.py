@@ -16,7 +16,9 @@ from service.environments.seeds import EpisodeStart, episode_starts
 from service.errors import InputError
 from service.rewards.base import RewardFunc
 from service.rewards.registry import build_rewards
-from service.spec.models import LayerAdaptationSpec
+from service.spec.models import AdvantageEstimator, LayerAdaptationSpec
+from service.training.config import gigpo_scales
+from service.training.gigpo import GiGPO
 from service.training.rollout import EpisodeRollout, episode_return
 
 PROBE_OBSERVATIONS = 20  # first observations read for characters the tokenizer cannot read
@@ -24,11 +26,13 @@ PROBE_OBSERVATIONS = 20  # first observations read for characters the tokenizer 
 
 @dataclass
 class Task:
-    """TRL's dataset rows, reward functions and weights, and the rollout of an agent's episodes."""
+    """TRL's dataset rows, reward functions and weights, the rollout of an agent's episodes, and
+    GiGPO's settings when its advantages replace GRPO's."""
 
     rows: list[Row]
     rewards: tuple[list[RewardFunc], list[float]]
     rollout: EpisodeRollout | None = None
+    gigpo: GiGPO | None = None
 
 
 def training_task(spec: LayerAdaptationSpec) -> Task:
@@ -36,12 +40,15 @@ def training_task(spec: LayerAdaptationSpec) -> Task:
     funcs, weights = build_rewards(spec.rewards) if spec.rewards else ([], [])
     if spec.environment is None:
         return Task(load_rows(spec.prompts)[0], (funcs, weights))
-    factory = environment_factory(spec.environment)
+    gigpo = spec.algorithm.advantage_estimator == AdvantageEstimator.gigpo
+    factory = environment_factory(spec.environment, state_key=gigpo)
     starts = episode_starts(spec.environment, spec.dataset, "train")
+    settings = spec.algorithm.gigpo
     return Task(
         rows=[start.as_row(spec.environment.uri) for start in starts],
         rewards=([cast(RewardFunc, episode_return), *funcs], [1.0, *weights]),
         rollout=EpisodeRollout(spec, factory),
+        gigpo=GiGPO(settings.step_weight, settings.gamma, gigpo_scales(spec)) if gigpo else None,
     )
 
 

@@ -15,10 +15,11 @@ from service.spec.demo import demo_document
 from tests.cli.helpers import runner
 
 
-def _agent_spec(tmp_path: Path, **environment: object) -> Path:
+def _agent_spec(tmp_path: Path, algorithm: dict | None = None, **environment: object) -> Path:
     document = demo_document("agent")
     spec = document["spec"]
     spec["environment"].update(trainEpisodes=40, evalEpisodes=16, **environment)
+    spec["algorithm"].update(algorithm or {})
     spec["probe"].update(steps=2, layers=[1, 4])
     spec["training"].update(batchSize=16, maxSteps=2)
     path = tmp_path / "agent.yaml"
@@ -82,3 +83,41 @@ def test_a_bad_environment_is_one_line_and_exit_2_before_any_model_loads(
     assert result.exit_code == 2, result.output
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "layerpilot-train").exists()
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "environment", "words"),
+    [
+        (
+            {"advantageEstimator": "gigpo"},
+            {"uri": "tests.service.environments.envs:Counter", "params": {}},
+            "error: algorithm.advantageEstimator: gigpo groups actions by the state they were taken in, and "
+            "tests.service.environments.envs:Counter has no state_key(); add a state_key() method",
+        ),
+        (
+            {"advantageEstimator": "gigpo", "extra": {"scale_rewards": "batch"}},
+            {},
+            "error: spec.algorithm.extra.scale_rewards: under gigpo the normalisation of both levels is one "
+            "setting; set algorithm.gigpo.normalization",
+        ),
+        ({"gigpo": {"gamma": 1.5}}, {}, "error: spec.algorithm.gigpo.gamma: "),
+        ({"advantageEstimator": "gipgo"}, {}, "error: spec.algorithm.advantageEstimator: "),
+    ],
+)
+def test_gigpo_without_what_it_needs_is_one_line_and_exit_2(
+    tmp_path: Path, algorithm: dict, environment: dict, words: str
+) -> None:
+    path = _agent_spec(tmp_path, algorithm, **environment)
+    result = runner.invoke(app, ["train", str(path), "--layers", "1", "--no-mlflow"])
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_gigpo_without_an_environment_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "arith.yaml"
+    path.write_text(yaml.safe_dump({"spec": {"algorithm": {"advantageEstimator": "gigpo"}}}))
+    result = runner.invoke(app, ["train", str(path), "--layers", "1", "--no-mlflow"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(
+        "error: spec.algorithm.advantageEstimator: gigpo groups an agent's actions by the environment state"
+    ), result.stderr

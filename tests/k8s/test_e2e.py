@@ -108,7 +108,12 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
 AGENT: dict[str, Any] = {
     "model": {"uri": "builtin:demo-agent"},
     "environment": {"uri": "builtin:gridworld", "params": {"size": 4}, "maxTurns": 4, "evalEpisodes": 16},
-    "algorithm": {"numGenerations": 8, "maxCompletionLength": 8, "learningRate": 1e-4},
+    "algorithm": {
+        "numGenerations": 8,
+        "maxCompletionLength": 8,
+        "learningRate": 1e-4,
+        "advantageEstimator": "gigpo",
+    },
     "probe": {"mode": "exact", "steps": 2, "layers": [1, 2]},
     "training": {"maxSteps": 2, "batchSize": 16, "saveSteps": 2},
     "mlflow": {"experiment": "k8s-agent", "registeredModel": "k8s-agent"},
@@ -120,7 +125,7 @@ async def test_an_agent_resource_runs_its_episodes_in_the_jobs_and_registers_a_v
     kmock: Any, mlflow_server: Any, tmp_path: Path
 ) -> None:
     """The spec carries the environment to every Job: probe units, training and registration play
-    episodes, and the version's review reads as an agent's (success rate)."""
+    episodes (trained with GiGPO), and the version's review reads as an agent's (success rate)."""
     declare(kmock)
     kubelet = Kubelet(kmock, tmp_path)
     async with operator(kmock, OperatorConfig(tracking_uri=mlflow_server.uri)):
@@ -133,9 +138,10 @@ async def test_an_agent_resource_runs_its_episodes_in_the_jobs_and_registers_a_v
     assert (
         "success rate (greedy)" in version.description and "on 16 evaluation episodes" in version.description
     )
+    assert "| algorithm | gigpo (ω 1, γ 0.95, normalization auto), grpo loss |" in version.description
     train = next(
         r
         for r in mlflow.search_runs([mlflow.get_experiment_by_name("k8s-agent").experiment_id])
         if r.info.run_name == "train"
     )
-    assert "train/episode/success" in train.data.metrics
+    assert {"train/episode/success", "train/gigpo/grouped_actions"} <= set(train.data.metrics)
