@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service import procedural
 from service.errors import InputError, LayerpilotError, first_line
 from service.spec.models import DatasetSpec
 
@@ -57,6 +58,10 @@ def split_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
         train = _read_jsonl(ARITH_DIR / "train.jsonl")
         evaluation = _read_jsonl(ARITH_DIR / "eval.jsonl")
         size = dataset.eval_size or DEFAULT_EVAL_SIZE
+    elif procedural.is_procedural(dataset):
+        size = dataset.eval_size or DEFAULT_EVAL_SIZE
+        train = procedural.rows(dataset, "train", dataset.size)
+        evaluation = procedural.rows(dataset, "eval", size)
     else:
         train = _load_split(dataset, dataset.split)
         size = eval_size(dataset, len(train))
@@ -86,6 +91,9 @@ def check_source(dataset: DatasetSpec) -> str | None:
     reader takes. Returns the file's reader (`json`, `csv`, `parquet`), or None for a directory or
     the Hub (checked when they load)."""
     uri = dataset.uri
+    if procedural.is_procedural(dataset):
+        procedural.check(dataset)
+        return None
     if uri.startswith(("hf://", "builtin:")):
         return None
     path = Path(uri)
@@ -93,7 +101,9 @@ def check_source(dataset: DatasetSpec) -> str | None:
         return None
     if not path.is_file():
         raise InputError(
-            "dataset.uri", f"no file or directory at {uri}", "use builtin:arith, a path or hf://org/name"
+            "dataset.uri",
+            f"no file or directory at {uri}",
+            "use builtin:arith, a path, hf://org/name or reasoning-gym:<task>",
         )
     if not path.read_bytes()[:4096].strip():
         raise InputError("dataset.uri", f"{path} is empty", "point it at a file with rows")

@@ -18,6 +18,7 @@ from service.imports import import_named
 from service.rewards.answers import Format, MathEquivalence, exact_answer
 from service.rewards.base import ParamError, RewardFunc, completion_text
 from service.rewards.code import CodeTests
+from service.rewards.reasoning import reasoning_gym
 from service.spec.models import RewardSpec
 
 REGISTRY: dict[str, Any] = {
@@ -25,6 +26,7 @@ REGISTRY: dict[str, Any] = {
     "math_equivalence": MathEquivalence,
     "format": Format,
     "code_tests": CodeTests,
+    "reasoning_gym": reasoning_gym,
 }
 """Registered rewards: a class whose constructor takes the spec's `params`, or a reward function
 that takes none. The first line of each docstring is its description in `layerpilot rewards`."""
@@ -34,7 +36,7 @@ def available_rewards() -> dict[str, str]:
     """Registered reward names with a one-line description each (for `layerpilot rewards`).
 
     >>> sorted(available_rewards())
-    ['code_tests', 'exact_answer', 'format', 'math_equivalence']
+    ['code_tests', 'exact_answer', 'format', 'math_equivalence', 'reasoning_gym']
     """
     return {name: first_line(inspect.getdoc(kind) or name) for name, kind in REGISTRY.items()}
 

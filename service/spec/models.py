@@ -107,11 +107,18 @@ class ModelSpec(Section):
         return value
 
 
+class GymTask(Section):
+    name: str = Field(description="A reasoning-gym task (e.g. `basic_arithmetic`, `leg_counting`).")
+    weight: float = Field(1.0, gt=0, description="Its share of the mix (weights need not sum to 1).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The task's own configuration.")
+
+
 class DatasetSpec(Section):
     uri: str = Field(
         "builtin:arith",
         description="Training data: `builtin:arith`, a local .jsonl/.json/.csv/.parquet file, a "
-        "local dataset directory, or `hf://org/name`.",
+        "local dataset directory, `hf://org/name`, or `reasoning-gym:<task>` (procedurally generated, "
+        "scored by the task itself; `reasoning-gym:mix` draws from `tasks`).",
     )
     prompt_field: str = Field(
         "prompt",
@@ -140,6 +147,24 @@ class DatasetSpec(Section):
         description="Split used for evaluation; when absent, the last `evalSize` rows of the "
         "training split are held out.",
     )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`reasoning-gym:<task>`: the task's own configuration (e.g. `max_terms` of "
+        "`basic_arithmetic`).",
+    )
+    tasks: list[GymTask] = Field(
+        default_factory=list, description="`reasoning-gym:mix`: the tasks to draw from, by weight."
+    )
+    size: int = Field(1000, ge=1, description="`reasoning-gym:`: training items generated.")
+    seed: int = Field(
+        0, ge=0, description="`reasoning-gym:`: seed of the first training item (item i uses seed + i)."
+    )
+    eval_seed: int = Field(
+        1_000_000,
+        ge=0,
+        description="`reasoning-gym:`: seed of the first evaluation item; evaluation seeds never overlap "
+        "training seeds.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -147,9 +172,31 @@ class DatasetSpec(Section):
         value = value.strip()
         if value.startswith("builtin:") and value != "builtin:arith":
             raise ValueError(f"unknown built-in dataset '{value}'; the shipped one is builtin:arith")
+        if value.startswith("reasoning-gym:") and not value.removeprefix("reasoning-gym:"):
+            raise ValueError("names no task; write reasoning-gym:<task>, e.g. reasoning-gym:basic_arithmetic")
         if not value:
             raise ValueError("is empty; use builtin:arith, a local file or hf://org/name")
         return value
+
+    @model_validator(mode="after")
+    def _procedural(self) -> DatasetSpec:
+        if not self.uri.startswith("reasoning-gym:"):
+            return self
+        mix = self.uri == "reasoning-gym:mix"
+        if mix and not self.tasks:
+            raise ValueError("@tasks: is empty; reasoning-gym:mix draws from tasks: [{name: ...}, ...]")
+        if not mix and self.tasks:
+            raise ValueError("@tasks: is read by reasoning-gym:mix only; use uri: reasoning-gym:mix")
+        # a mix's task i draws item j from seed + i + 1 + j
+        margin = len(self.tasks) + 1 if mix else 0
+        train = range(self.seed, self.seed + self.size + margin)
+        evaluation = range(self.eval_seed, self.eval_seed + (self.eval_size or 64) + margin)
+        if ranges_overlap(train, evaluation):
+            raise ValueError(
+                f"@evalSeed: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
+                f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
+            )
+        return self
 
 
 class EnvironmentSpec(Section):
@@ -487,6 +534,14 @@ class LayerAdaptationSpec(Section):
             self.environment.check_seeds_apart()
         if self.environment is not None and "rewards" not in self.model_fields_set and self.rewards:
             self.rewards = []  # the episode's return is the reward
+        procedural = self.dataset is not None and self.dataset.uri.startswith("reasoning-gym:")
+        if procedural and self.environment is None and "rewards" not in self.model_fields_set:
+            self.rewards = [RewardSpec(name="reasoning_gym")]  # the task scores its own answers
+        if not procedural and any(reward.name == "reasoning_gym" for reward in self.rewards):
+            raise ValueError(
+                "@rewards: reasoning_gym scores the items of a reasoning-gym dataset; use dataset.uri: "
+                "reasoning-gym:<task> (or another reward)"
+            )
         if self.environment is None and not self.rewards:
             raise ValueError("@rewards: is empty; name at least one reward, e.g. - name: exact_answer")
         if self.algorithm.advantage_estimator == AdvantageEstimator.gigpo:

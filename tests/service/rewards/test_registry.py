@@ -22,7 +22,17 @@ from tests.service.rewards.helpers import ADD, ADD_TESTS, chat, reward
 
 def test_every_registered_reward_builds_with_defaults_and_is_named() -> None:
     descriptions = available_rewards()
-    assert set(descriptions) == set(REGISTRY) == {"exact_answer", "math_equivalence", "format", "code_tests"}
+    assert (
+        set(descriptions)
+        == set(REGISTRY)
+        == {
+            "exact_answer",
+            "math_equivalence",
+            "format",
+            "code_tests",
+            "reasoning_gym",
+        }
+    )
     for name, description in descriptions.items():
         assert description and "\n" not in description
         assert build_reward(RewardSpec(name=name)).__name__ == name
@@ -133,7 +143,8 @@ def test_build_rewards_keeps_order_and_weights() -> None:
 def test_rewards_accept_trls_calling_convention() -> None:
     """`GRPOTrainer._calculate_rewards` calls every reward with keywords only, plus every column."""
     logged: list[tuple[Any, ...]] = []
-    funcs, _ = build_rewards([RewardSpec(name=name) for name in REGISTRY])
+    # reasoning_gym reads rows of generated items: tests/service/test_procedural.py calls it so
+    funcs, _ = build_rewards([RewardSpec(name=name) for name in REGISTRY if name != "reasoning_gym"])
     prompts = [[{"role": "user", "content": "Write add; what is 37+45?"}]] * 2
     completions = [
         chat(f"<think>\n```python\n{ADD}```\n</think>\n<answer>\\boxed{{82}}</answer>"),
