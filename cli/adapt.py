@@ -49,7 +49,7 @@ def adapt(
         typer.Option(
             "--mode",
             metavar="MODE",
-            help="exact, halving, gradient or spectrum (default: the spec's probe.mode).",
+            help="exact, halving, gradient, spectrum or knockout (default: the spec's probe.mode).",
         ),
     ] = None,
     parallel: ParallelOpt = None,

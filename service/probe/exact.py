@@ -18,7 +18,7 @@ from service.errors import InputError
 from service.models.stack import inspect_stack
 from service.probe.intervals import METHOD, Interval, overlap, paired_intervals
 from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
-from service.probe.report import LayerScore, ProbeReport, rank_layers
+from service.probe.report import LayerScore, ProbeReport, measured_on, rank_layers
 from service.probe.selection import select_layers
 from service.probe.units import BASE, FULL, PARTIALS, Unit, candidate_layers, read_partial, units_for
 from service.progress import SILENT, Progress
@@ -170,6 +170,7 @@ def build_report(
         notes.extend([note] if note else [])
     report = ProbeReport(
         model=str(first["model"]),
+        task=measured_on(spec) if spec is not None else None,
         num_layers=num_layers,
         mode=mode.value,
         layers_path=str(first["layersPath"]),

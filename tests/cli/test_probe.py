@@ -70,12 +70,59 @@ def test_validate_reports_rank_correlations(tmp_path: Path) -> None:
     result = runner.invoke(app, ["probe", "validate", str(spec), "--out", str(tmp_path / "v"), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data["proxies"]) == {"gradient", "gradient-l2", "spectrum"}
-    for name in ("gradient", "spectrum"):
+    assert set(data["proxies"]) == {"gradient", "gradient-l2", "spectrum", "knockout"}
+    for name in ("gradient", "spectrum", "knockout"):
         entry = data["proxies"][name]
         assert entry["spearman"] is None or -1.0 <= entry["spearman"] <= 1.0
         assert 0.0 <= entry["topK"]["1"] <= 1.0 and entry["shareOfExactWallTime"] > 0
     assert json.loads((tmp_path / "v" / "probe_validation.json").read_text()) == data
+    # chance, for six layers: a random ranking's Spearman exceeds 0.71 one time in twenty
+    assert data["chance"]["topK"] == {"1": 0.1667, "2": 0.3333, "3": 0.5}
+    assert 0.6 < data["chance"]["spearman95"] < 0.8 and abs(data["chance"]["spearman"]) < 0.05
+    assert data["exact"]["ranking"] and "task" not in data
+
+
+def _report(path: Path, model: str, contributions: list[float], task: str) -> Path:
+    from service.probe.report import LayerScore, ProbeReport
+
+    layers = [
+        LayerScore(index=i, name=f"model.layers.{i}", score=0.5 + c / 10, contribution=c, rank=0)
+        for i, c in enumerate(contributions)
+    ]
+    report = ProbeReport(model, len(layers), "exact", "model.layers", layers, task=task)
+    path.mkdir(parents=True)
+    (path / REPORT_JSON).write_text(json.dumps(report.to_json()))
+    return path
+
+
+def test_compare_prints_rank_agreement_between_tasks_and_what_chance_scores(tmp_path: Path) -> None:
+    arith = _report(tmp_path / "arith", "m", [0.1, 0.9, 0.5, 0.3, 0.2, 0.0], "builtin:arith")
+    chain = _report(tmp_path / "chain", "m", [0.0, 0.8, 0.6, 0.4, 0.1, 0.2], "reasoning-gym:chain_sum")
+    upside = _report(tmp_path / "upside", "m", [0.9, 0.0, 0.2, 0.3, 0.5, 0.6], "reasoning-gym:leg_counting")
+    result = runner.invoke(app, ["probe", "compare", str(arith), str(chain), str(upside)])
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.stdout.split())  # the console wraps long lines
+    assert f"1: {arith} (exact, measured on builtin:arith)" in printed
+    assert "chance (random rankings of these layers): Spearman 95th percentile 0.71" in printed
+    data = json.loads(
+        runner.invoke(app, ["probe", "compare", str(arith), str(chain), str(upside), "--json"]).stdout
+    )
+    pairs = {(p["first"], p["second"]): p for p in data["pairs"]}
+    close = pairs[(str(arith), str(chain))]
+    assert close["spearman"] == pytest.approx(0.8286, abs=1e-3) and close["topK"] == {"1": 1.0, "3": 1.0}
+    assert pairs[(str(arith), str(upside))]["spearman"] < 0 and data["reports"][str(chain)]["task"].endswith(
+        "chain_sum"
+    )
+
+
+def test_compare_refuses_reports_of_different_models(tmp_path: Path) -> None:
+    first = _report(tmp_path / "a", "builtin:demo", [0.1, 0.2, 0.3], "builtin:arith")
+    other = _report(tmp_path / "b", "builtin:demo-agent", [0.1, 0.2, 0.3], "builtin:gridworld")
+    result = runner.invoke(app, ["probe", "compare", str(first), str(other)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "REPORT: the reports probe different models (builtin:demo, builtin:demo-agent)" in result.output
+    alone = runner.invoke(app, ["probe", "compare", str(first)])
+    assert alone.exit_code == 2 and "compare needs two reports or more" in alone.output
 
 
 @pytest.mark.parametrize(

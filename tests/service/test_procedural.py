@@ -108,3 +108,17 @@ def test_the_reasoning_gym_reward_needs_reasoning_gym_rows(tmp_path: Path) -> No
     result = runner.invoke(app, ["train", str(path), "--layers", "1", "--no-mlflow"])
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: spec.rewards: reasoning_gym scores the items of a reasoning-gym")
+
+
+def test_a_system_prompt_opens_every_conversation_and_needs_the_chat_template() -> None:
+    asked = "Give only the answer, between <answer> and </answer>."
+    dataset = {**ARITH, "size": 4, "evalSize": 2, "chatTemplate": True, "systemPrompt": asked}
+    train, evaluation = load_rows(
+        load_spec({"model": {"uri": "builtin:smollm2"}, "dataset": dataset}).prompts
+    )
+    assert [m["role"] for m in train[0]["prompt"]] == ["system", "user"]
+    assert train[0]["prompt"][0]["content"] == asked and evaluation[0]["prompt"][1]["content"].startswith(
+        "Calculate"
+    )
+    with pytest.raises(Exception, match="systemPrompt: is a message of a conversation"):
+        load_spec({"dataset": {**ARITH, "systemPrompt": asked}})

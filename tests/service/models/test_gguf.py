@@ -40,6 +40,14 @@ needs_smollm2 = pytest.mark.skipif(
 )
 
 
+@needs_smollm2
+def test_builtin_smollm2_is_the_installed_gguf_file() -> None:
+    from service.models.hub import resolve_model_dir
+
+    assert SMOLLM2 is not None and resolve_model_dir("builtin:smollm2") == SMOLLM2.resolve()
+    assert len(inspect_stack(ModelSpec(uri="builtin:smollm2"))) == 30
+
+
 def test_a_directory_of_several_gguf_files_asks_which(tmp_path: Path) -> None:
     for name in ("a.Q4_0.gguf", "a.Q8_0.gguf"):
         (tmp_path / name).write_bytes(b"GGUF")
