@@ -72,9 +72,10 @@ bench: venv  ## run every benchmark (about 90 min on 2 cores); results in benchm
 	@start=$$(date +%s); for name in $(BENCHMARKS); do echo "== benchmarks/$$name.py"; \
 		$(BIN)/python benchmarks/$$name.py; done; echo "make bench: $$(( $$(date +%s) - start )) s"
 
-demo-model: venv  ## rebuild the shipped demo models (arithmetic, agent) and builtin:arith data from their seeds
+demo-model: venv  ## rebuild the shipped demo models (arithmetic, agent), builtin:arith and builtin:code from their seeds
 	$(BIN)/python tools/build_demo_model.py
 	$(BIN)/python tools/build_agent_model.py
+	$(BIN)/python tools/build_code_tasks.py
 
 clean:
 	rm -rf layerpilot-demo layerpilot-demo-agent layerpilot-train layerpilot-probe layerpilot-adapt layerpilot-validate \

@@ -178,7 +178,7 @@ def _section(schema: dict[str, Any], path: str, prop: dict[str, Any], section_de
         else:  # a list section: its entries' own defaults
             default = _default(field.get("default"), present="default" in field)
         rows.append((f"`{key}`", _type(schema, field), default, field.get("description", "")))
-        if "properties" in _resolve(schema, field) and isinstance(section_default, dict):
+        if "properties" in _resolve(schema, field.get("items", field)) and isinstance(section_default, dict):
             nested.append((key, field))
     yield from _table(("key", "type", "default", "meaning"), rows)
     yield ""
@@ -187,6 +187,10 @@ def _section(schema: dict[str, Any], path: str, prop: dict[str, Any], section_de
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """The definition `node` refers to; for an optional section (`Section | None`), the section's."""
+    options = [option for option in node.get("anyOf", []) if option.get("type") != "null"]
+    if len(options) == 1 and "$ref" in options[0]:
+        node = options[0]
     ref = node.get("$ref")
     return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else node
 

@@ -18,6 +18,8 @@ from service.errors import InputError, LayerpilotError, first_line
 from service.spec.models import DatasetSpec
 
 ARITH_DIR = Path(__file__).parent / "assets" / "arith"
+CODE_DIR = Path(__file__).parent / "assets" / "code"
+BUILTIN_DATA = {"builtin:arith": ARITH_DIR, "builtin:code": CODE_DIR}
 FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 Row = dict[str, Any]
@@ -55,9 +57,10 @@ def load_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
 def split_rows(dataset: DatasetSpec) -> tuple[list[Row], list[Row]]:
     """(train rows, eval rows) as the dataset holds them: no column is required or renamed (an
     environment's rows parameterise episodes; they need no prompt or answer)."""
-    if dataset.uri == "builtin:arith":
-        train = _read_jsonl(ARITH_DIR / "train.jsonl")
-        evaluation = _read_jsonl(ARITH_DIR / "eval.jsonl")
+    if dataset.uri in BUILTIN_DATA:
+        directory = BUILTIN_DATA[dataset.uri]
+        train = _read_jsonl(directory / "train.jsonl")
+        evaluation = _read_jsonl(directory / "eval.jsonl")
         size = dataset.eval_size or DEFAULT_EVAL_SIZE
     elif procedural.is_procedural(dataset):
         size = dataset.eval_size or DEFAULT_EVAL_SIZE

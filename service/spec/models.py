@@ -122,7 +122,8 @@ class GymTask(Section):
 class DatasetSpec(Section):
     uri: str = Field(
         "builtin:arith",
-        description="Training data: `builtin:arith`, a local .jsonl/.json/.csv/.parquet file, a "
+        description="Training data: `builtin:arith` (two-digit addition), `builtin:code` (function-writing "
+        "problems with tests, for `code_tests`), a local .jsonl/.json/.csv/.parquet file, a "
         "local dataset directory, `hf://org/name`, or `reasoning-gym:<task>` (procedurally generated, "
         "scored by the task itself; `reasoning-gym:mix` draws from `tasks`).",
     )
@@ -181,8 +182,10 @@ class DatasetSpec(Section):
     @classmethod
     def _uri_scheme(cls, value: str) -> str:
         value = value.strip()
-        if value.startswith("builtin:") and value != "builtin:arith":
-            raise ValueError(f"unknown built-in dataset '{value}'; the shipped one is builtin:arith")
+        if value.startswith("builtin:") and value not in ("builtin:arith", "builtin:code"):
+            raise ValueError(
+                f"unknown built-in dataset '{value}'; the shipped ones are builtin:arith and builtin:code"
+            )
         if value.startswith("reasoning-gym:") and not value.removeprefix("reasoning-gym:"):
             raise ValueError("names no task; write reasoning-gym:<task>, e.g. reasoning-gym:basic_arithmetic")
         if not value:
@@ -553,6 +556,9 @@ class LayerAdaptationSpec(Section):
         procedural = self.dataset is not None and self.dataset.uri.startswith("reasoning-gym:")
         if procedural and self.environment is None and "rewards" not in self.model_fields_set:
             self.rewards = [RewardSpec(name="reasoning_gym")]  # the task scores its own answers
+        code = self.dataset is not None and self.dataset.uri == "builtin:code"
+        if code and self.environment is None and "rewards" not in self.model_fields_set:
+            self.rewards = [RewardSpec(name="code_tests")]  # the problems' tests score the code
         if not procedural and any(reward.name == "reasoning_gym" for reward in self.rewards):
             raise ValueError(
                 "@rewards: reasoning_gym scores the items of a reasoning-gym dataset; use dataset.uri: "

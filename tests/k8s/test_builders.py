@@ -225,8 +225,8 @@ def test_the_example_and_the_demo_resource_validate_against_our_crd() -> None:
     assert crd_errors(manifests.example(), generated) == []
     assert crd_errors(demo, generated) == []
     assert crd_errors({**demo, "spec": {**demo["spec"], "probe": {"stpes": 3}}}, generated)
-    for agent in ("agent.yaml", "my_env.yaml"):  # an agent's resource carries its environment
-        document = yaml.safe_load((Path(__file__).parents[2] / "examples" / agent).read_text())
+    for name in ("agent.yaml", "my_env.yaml", "code.yaml"):  # every shipped example but the demo
+        document = yaml.safe_load((Path(__file__).parents[2] / "examples" / name).read_text())
         assert crd_errors(document, generated) == []
         assert crd_errors(
             {**document, "spec": {**document["spec"], "environment": {"maxTurns": 3}}}, generated
