@@ -24,6 +24,7 @@ QUIET_ENV = {
     "DATASETS_VERBOSITY": "error",
     "MLFLOW_LOGGING_LEVEL": "WARNING",  # read when mlflow is imported: "Creating initial ... tables"
     "TOKENIZERS_PARALLELISM": "false",  # else: a warning when a worker process starts
+    "TQDM_DISABLE": "1",  # bars libraries draw with tqdm itself (transformers' GGUF conversion)
     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,ignore::UserWarning",
 }
 
