@@ -131,9 +131,8 @@ def _version() -> str:
 
 
 def _check_params(task: str, params: dict[str, Any], field: str) -> None:
-    from reasoning_gym.factory import DATASETS
 
-    known = [f.name for f in dataclasses.fields(DATASETS[task][1]) if f.name not in OWNED]
+    known = _settings(task)
     for key in params:
         if key in OWNED:
             raise InputError(f"{field}.{key}", "is set by the spec", f"set dataset.{key} instead")
@@ -148,8 +147,14 @@ def _fields_hint(task: str) -> str:
 
     if task not in DATASETS or task == "composite":
         return "see reasoning-gym's task configuration"
-    known = [f.name for f in dataclasses.fields(DATASETS[task][1]) if f.name not in OWNED]
-    return f"{task} takes {', '.join(known)}"
+    return f"{task} takes {', '.join(_settings(task))}"
+
+
+def _settings(task: str) -> list[str]:
+    """The configuration fields of a task that `dataset.params` may set."""
+    from reasoning_gym.factory import DATASETS
+
+    return [f.name for f in dataclasses.fields(DATASETS[task][1]) if f.name not in OWNED]
 
 
 def _params_json(dataset: DatasetSpec) -> str:

@@ -209,11 +209,7 @@ class DatasetSpec(Section):
         margin = len(self.tasks) + 1 if mix else 0
         train = range(self.seed, self.seed + self.size + margin)
         evaluation = range(self.eval_seed, self.eval_seed + (self.eval_size or 64) + margin)
-        if ranges_overlap(train, evaluation):
-            raise ValueError(
-                f"@evalSeed: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
-                f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
-            )
+        refuse_overlap("evalSeed", train, evaluation)
         return self
 
 
@@ -284,11 +280,7 @@ class EnvironmentSpec(Section):
     def check_seeds_apart(self) -> None:
         """Evaluation seeds never overlap training seeds (with a dataset: checked when its rows load)."""
         train, evaluation = self.seeds()
-        if ranges_overlap(train, evaluation):
-            raise ValueError(
-                f"@environment.evalSeed: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
-                f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
-            )
+        refuse_overlap("environment.evalSeed", train, evaluation)
 
 
 class RewardSpec(Section):
@@ -608,6 +600,15 @@ class LayerAdaptation(Section):
     metadata: Metadata = Field(default_factory=Metadata)
     spec: LayerAdaptationSpec = Field(default_factory=LayerAdaptationSpec)
     status: dict[str, Any] | None = Field(None, description="Written by the operator.")
+
+
+def refuse_overlap(field: str, train: range, evaluation: range) -> None:
+    """Evaluation seeds never overlap training seeds: the error names `field` and the first free seed."""
+    if ranges_overlap(train, evaluation):
+        raise ValueError(
+            f"@{field}: evaluation seeds {evaluation.start}…{evaluation.stop - 1} overlap "
+            f"training seeds {train.start}…{train.stop - 1}; set evalSeed to {train.stop} or more"
+        )
 
 
 def ranges_overlap(a: range, b: range) -> bool:
