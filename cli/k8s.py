@@ -195,6 +195,8 @@ def status(
         for label, key in (("top layers:", "topLayers"), ("selected:", "selectedLayers")):
             if st.get(key) is not None:
                 field(label, ",".join(map(str, st[key])))
+        if st.get("profile"):
+            field("profile:", f"reused the {st['profile']}")
         mlflow = st.get("mlflow") or {}
         if st.get("modelVersion"):
             field("version:", f"{st.get('registeredModel')} {st['modelVersion']} (alias candidate)")

@@ -33,12 +33,15 @@ from service.probe.report import REPORT_JSON, REPORT_PNG, ProbeReport
 from service.ranks import is_main
 from service.spec.loading import load_spec
 from service.spec.models import ProbeMode, SelectionSpec
+from service.tracking.review import STAGE
 
 app = App(
     name="probe",
     cls=DefaultCommandGroup,
     help="Per-layer contribution: which decoder layers are worth RL-training.",
 )
+
+PROBE_STAGE = {STAGE: "probe"}  # as an `adapt` job's probe run is tagged
 
 OutOpt = Annotated[
     Path, typer.Option("--out", metavar="DIR", help="Probe directory (report, partial results, runs).")
@@ -87,12 +90,20 @@ def run(
     spec = resolve_spec(options)
     # Deferred, after the input checks: these load torch, transformers and TRL (seconds).
     from service.models.stack import inspect_stack
+    from service.probe.reuse import check_no_mode
     from service.probe.run import check_probe_dir, run_probe
     from service.probe.units import candidate_layers, parse_unit, run_unit
 
     chosen_mode = mode.value if mode is not None else spec.probe.mode
     check_probe_dir(out_dir, spec)
+    check_no_mode(spec, mode.value if mode is not None else None)
     if layer_index is not None:
+        if spec.probe.reuse is not None:
+            raise InputError(
+                "--layer-index",
+                f"the spec reuses a profile (probe.reuse: {spec.probe.reuse}), so there are no units to run",
+                "drop --layer-index, or remove probe.reuse from the spec to probe",
+            )
         if chosen_mode != ProbeMode.exact.value:
             raise InputError(
                 "--layer-index", f"applies to exact mode, not {chosen_mode}", "drop --mode or use exact"
@@ -113,14 +124,17 @@ def run(
 
     announce_defaults(options, spec)
     with (
-        publishing(open_record(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow)) as record,
+        publishing(
+            open_record(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow, tags=PROBE_STAGE)
+        ) as record,
         progress_display() as shown,
     ):
-        shown.note(f"{chosen_mode} probe of {spec.model.uri} into {out_dir}")
+        if spec.probe.reuse is None:
+            shown.note(f"{chosen_mode} probe of {spec.model.uri} into {out_dir}")
         report = run_probe(
             spec,
             out_dir,
-            mode=chosen_mode,
+            mode=mode.value if mode is not None else None,
             parallel=parallel,
             keep_runs=keep_runs,
             progress=shown,
@@ -167,7 +181,7 @@ def plan(
     labels = [unit.label for unit in units]
     result = {"model": spec.model.uri, "numLayers": len(stack), "units": len(units), "labels": labels}
     # The operator sizes its Indexed Job from the tag: under it, a plan MLflow did not get fails.
-    tags = {PROBE_UNITS: str(len(units))}
+    tags = {PROBE_UNITS: str(len(units)), **PROBE_STAGE}
     with publishing(open_record(out_dir, f"probe {spec.model.uri}", spec, mlflow=not no_mlflow, tags=tags)):
         write_json(out_dir / "probe_plan.json", result)
     emit(
@@ -211,7 +225,7 @@ def merge(
     if spec is None:
         report.selected = select_layers(SelectionSpec(), report)
     # With MLFLOW_RUN_ID, the operator's probe-stage run; without --spec, the default `mlflow` section.
-    record = open_record(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow)
+    record = open_record(probe_dir, f"probe {report.model}", spec, mlflow=not no_mlflow, tags=PROBE_STAGE)
     with publishing(record):
         write_report(report, probe_dir)
         record_probe(record, report, probe_dir)

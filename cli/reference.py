@@ -310,12 +310,20 @@ def _mlflow() -> Iterator[str]:
         review.REGISTERED_MODEL: "the registered model a version was registered in (the run it comes from)",
         review.MODEL_VERSION: "that version's number (the run it comes from)",
         review.PROBE_UNITS: "the exact probe's unit count, from `probe plan` (probe runs)",
+        review.PROBE_TASK: "what the probe measured on, its report's `task` (probe runs)",
+        review.PROBE_REUSED: (
+            "the reused profile, e.g. `exact probe on builtin:arith, reused from MLflow run …` (probe and "
+            "train runs of a job with `probe.reuse`)"
+        ),
         RECORD_KEY: "the key of the record a run shows (`record.json`): how a publish finds it (runs)",
         review.LAYERS: "the trained layers (versions)",
         review.EVAL_SCORE: "eval score after training: what the promotion gate compares (versions)",
         review.EVAL_BEFORE: "eval score of the base model (versions)",
         review.BASE_MODEL: "the base model (versions)",
-        review.BASE_FINGERPRINT: "the base weights' fingerprint (versions)",
+        review.BASE_FINGERPRINT: "the base weights' fingerprint (versions; probe runs, where "
+        "`probe.reuse: mlflow` finds them by it)",
+        review.PROBE: "what the layers were chosen on: the probe's mode and task, and its source when "
+        "reused (versions)",
         review.TRAINING_STEPS: "optimizer steps (versions)",
     }
     yield from _table(("tag", "meaning"), ((f"`{k}`", v) for k, v in tags.items()))
@@ -334,8 +342,9 @@ def _kubernetes() -> Iterator[str]:
         f"Custom resource `{KIND}` in `{GROUP}/{VERSION}` (plural `{PLURAL}`, short name `{SHORT_NAME}`), "
         "namespaced, with a status subresource; its `spec` is the spec above and is immutable once "
         f"created. `status.phase`: {' → '.join(PHASES[:5])} (or {PHASES[5]}). Stages, in order: "
-        f"{', '.join(f'`{s}`' for s in STAGES_EXACT)} (gradient and spectrum probes have no plan or "
-        "merge). Each runs as a Job named `NAME-UID5-STAGE` (`NAME-UID5-train` is a Kubeflow `TrainJob` "
+        f"{', '.join(f'`{s}`' for s in STAGES_EXACT)} (gradient, spectrum and knockout probes have no plan "
+        "or merge; a spec with `probe.reuse` has only `train` and `register`). Each runs as a Job named "
+        "`NAME-UID5-STAGE` (`NAME-UID5-train` is a Kubeflow `TrainJob` "
         "when `resources.nodes` > 1) with an ownerReference to the resource and the labels "
         f"`{RESOURCE_LABEL}`, `{UID_LABEL}`, `{STAGE_LABEL}`; the spec ConfigMap is `NAME-UID5-spec`, "
         "the workspace claim `NAME-UID5-workspace`."
@@ -345,8 +354,9 @@ def _kubernetes() -> Iterator[str]:
     yield (
         f"Conditions (type, status, reason, message, lastTransitionTime, observedGeneration): "
         f"{', '.join(f'`{c}`' for c in conditions)}. Reasons: the phase while running, `ProbeComplete`, "
-        "`TrainingComplete`, `Registered`, `Succeeded`; on failure `InvalidSpec`, `JobFailed`, "
-        "`PlanMissing`, `VersionMissing`. An Event is posted on the resource at each transition."
+        "`ProfileReused` (a reused profile), `TrainingComplete`, `Registered`, `Succeeded`; on failure "
+        "`InvalidSpec`, `JobFailed`, `PlanMissing`, `ProfileMissing`, `VersionMissing`. An Event is "
+        "posted on the resource at each transition."
     )
     yield ""
     status = status_schema()["properties"]

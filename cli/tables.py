@@ -24,7 +24,10 @@ def plain_table(*columns: str, right: tuple[str, ...] = ()) -> Table:
 
 def probe_heading(report: ProbeReport) -> str:
     """What the table shows, as a line of its own (a table title would wrap to the table's width)."""
-    return f"{report.mode} probe of {report.model}: selected layers {report.selected} ({report.strategy})"
+    heading = f"{report.mode} probe of {report.model}: selected layers {report.selected} ({report.strategy})"
+    if report.reused_from is None:
+        return heading
+    return f"{heading}\nreused, not probed: the {report.describe()}"
 
 
 def layer_table(report: ProbeReport) -> Table:

@@ -69,13 +69,20 @@ def train(
     options = SpecOptions(spec_path, model, dataset, reward, eval_size)
     spec = resolve_spec(options)
     # Deferred, after the input checks: these load torch, transformers and TRL (seconds).
+    from service.probe.recorded import record_profile
+    from service.probe.reuse import keep_profile, reused_profile
     from service.probe.selection import layers_for_training
     from service.record import Record
     from service.training.rundir import check_run_dir
     from service.training.trainer import finished_run, record_patch
     from service.training.trainer import train as run_training
 
-    chosen = layers_for_training(spec, layers=chosen_layers, probe_report=from_probe)
+    profile = None
+    if chosen_layers is None and from_probe is None and spec.probe.reuse is not None:
+        profile = reused_profile(spec, out_dir)  # a copy kept in --out by an earlier attempt wins
+        chosen = profile.selected
+    else:
+        chosen = layers_for_training(spec, layers=chosen_layers, probe_report=from_probe)
     checkpoint = check_run_dir(out_dir, spec, chosen, resume=resume)  # before the record touches --out
     announce_defaults(options, spec)
     main = is_main()  # under torchrun every rank trains; only the main one records and prints
@@ -89,7 +96,13 @@ def train(
     elif main:
         params = {"layers": ",".join(map(str, chosen))}
         record = open_record(out_dir, f"train {spec.model.uri}", spec, mlflow=not no_mlflow, params=params)
+    if main and profile is not None:
+        keep_profile(profile, out_dir)
+        if record is not None:
+            record_profile(record, profile, out_dir)
     with publishing(record), progress_display() as shown:
+        if profile is not None:
+            shown.note(f"layers {chosen} ({profile.strategy}) from the {profile.describe()}")
         shown.note(f"training layers {chosen} of {spec.model.uri} into {out_dir}")
         result = run_training(
             spec, chosen, out_dir, resume=resume, max_steps=max_steps, progress=shown, record=record

@@ -13,6 +13,9 @@ volume, so the stages hand files to each other the way `adapt` does in one direc
               (with resources.nodes > 1: a Kubeflow Trainer TrainJob running it under torchrun)
     register  layerpilot register SPEC --probe W/probe --patch W/train
 
+A spec that reuses a profile (`probe.reuse`) has no probe stages: its train Job takes the profile
+(`layerpilot train SPEC --out W/train --resume` keeps a copy in W/train) and `register` reads it there.
+
 Pods run as a non-root user on a read-only root filesystem, with scratch space in an emptyDir at
 /tmp and no Kubernetes API token (they never call the API). MLflow credentials reach them only as
 a mounted Secret file (`LAYERPILOT_MLFLOW_TOKEN_FILE`), never as a value.
@@ -58,6 +61,7 @@ POD_FAILURE_POLICY: Final = {
 }
 STAGES_EXACT: Final = ("plan", "probe", "merge", "train", "register")
 STAGES_PROXY: Final = ("probe", "train", "register")
+STAGES_REUSE: Final = ("train", "register")  # `probe.reuse`: the train Job reads the profile itself
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,15 @@ class Build:
 
     @property
     def stages(self) -> tuple[str, ...]:
+        if self.spec.probe.reuse is not None:
+            return STAGES_REUSE
         return STAGES_EXACT if self.spec.probe.mode == "exact" else STAGES_PROXY
+
+    @property
+    def profile_dir(self) -> str:
+        """Where the probe report the training and the registration read is: the probe's directory,
+        or, for a reused profile, the copy the train Job keeps beside its patch."""
+        return f"{self.workdir}/train" if self.spec.probe.reuse is not None else f"{self.workdir}/probe"
 
     @property
     def distributed(self) -> bool:
@@ -149,23 +161,16 @@ def command(build: Build, stage: str) -> list[str]:
     if stage == "merge":
         return ["layerpilot", "probe", "merge", probe_dir, "--spec", SPEC_FILE]
     if stage == "train":
-        return [
-            "layerpilot",
-            "train",
-            SPEC_FILE,
-            "--from-probe",
-            report,
-            "--out",
-            f"{work}/train",
-            "--resume",
-        ]
+        # A reused profile is read (and kept in the train directory) by the train command itself.
+        layers = [] if spec.probe.reuse is not None else ["--from-probe", report]
+        return ["layerpilot", "train", SPEC_FILE, *layers, "--out", f"{work}/train", "--resume"]
     if stage == "register":
         return [
             "layerpilot",
             "register",
             SPEC_FILE,
             "--probe",
-            probe_dir,
+            build.profile_dir,
             "--patch",
             f"{work}/train",
             "--out",

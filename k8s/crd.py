@@ -140,6 +140,9 @@ def status_schema() -> dict[str, Any]:
             "probeUnits": {"type": "integer", "description": "Exact-probe units (Indexed Job completions)."},
             "selectedLayers": layers("The layers trained."),
             "topLayers": layers("The probe's best three layers, best first."),
+            "profile": text(
+                "With `probe.reuse`: the probe report the layers were chosen from, and the task it measured."
+            ),
             "registeredModel": text("Registered model name."),
             "modelVersion": text("The registered version (alias `candidate`)."),
             "workdir": text("This resource's directory on the workspace volume."),

@@ -7,6 +7,9 @@ resync). Stages run in order, each as one Job (see `k8s.builders`):
     Pending → Probing (plan, probe, merge) → Training (train) → Registering (register) → Succeeded
                                                                                       ↘ Failed
 
+A spec that reuses a profile (`probe.reuse`) skips Probing: its train Job takes the profile and
+tags its run with it, and `Probed` turns True (reason `ProfileReused`) when training ends.
+
 A stage's Job is created only when the previous stage's Job has completed; a finished stage is
 recorded in `status.completedStages` and never re-run, even if its Job is later deleted. The
 operator opens the MLflow parent run and one run per stage; the Jobs adopt them (`MLFLOW_RUN_ID`)
@@ -307,6 +310,10 @@ class Reconciler:
             writer.condition("Probed", "True", "ProbeComplete", f"top layers {top}; selected {selected}")
             runs.end(run_ids["probe"], FINISHED)
         elif stage == "train":
+            if "probe" not in build.stages:  # a reused profile: the train Job took it and tagged its run
+                self._reused(writer, runs.tags(run_ids["train"]), run_ids["train"])
+                if writer.get("phase") == FAILED:
+                    return
             writer.condition(
                 "Trained", "True", "TrainingComplete", f"trained layers {writer.get('selectedLayers')}"
             )
@@ -326,6 +333,24 @@ class Reconciler:
             writer.condition(
                 "Registered", "True", "Registered", f"{model} version {version}, alias candidate"
             )
+
+    def _reused(self, writer: StatusWriter, tags: dict[str, str], run_id: str) -> None:
+        """What the train Job of a resource that reuses a profile read back: its layers and source."""
+        profile = tags.get(review.PROBE_REUSED)
+        if not profile:
+            self._fail(
+                writer,
+                "ProfileMissing",
+                f"the train Job finished, but MLflow run {run_id} names no reused profile "
+                f"({review.PROBE_REUSED} tag)",
+                "train",
+            )
+            return
+        selected, top = layer_list(tags.get(review.SELECTED_LAYERS)), layer_list(tags.get(review.TOP_LAYERS))
+        writer.set(selectedLayers=selected, topLayers=top, profile=profile)
+        writer.condition(
+            "Probed", "True", "ProfileReused", f"{profile}; top layers {top}; selected {selected}"
+        )
 
     def _fail(self, writer: StatusWriter, reason: str, message: str, stage: str | None = None) -> None:
         if stage is not None:

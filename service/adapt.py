@@ -25,7 +25,8 @@ from service.fields import Fields
 from service.files import check_output_dir, write_json
 from service.probe.recorded import record_probe
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
-from service.probe.run import run_probe
+from service.probe.reuse import check_no_mode, reused_profile, take_profile
+from service.probe.run import check_probe_dir, run_probe
 from service.progress import SILENT, Progress
 from service.record import Tracking
 from service.register import EVAL_DIR, Evaluation, evaluate_for_registration
@@ -65,6 +66,11 @@ RESULT_FIELDS: Fields[AdaptResult] = Fields(
         "selected": ("the layers trained", lambda r: r.layers),
         "strategy": ("the selection rule", lambda r: r.report.strategy),
         "probeMode": ("the probe's mode", lambda r: r.report.mode),
+        "probeTask": ("what the probe measured on (its report's `task`)", lambda r: r.report.task),
+        "probeReused": (
+            "with `probe.reuse`: where the reused report came from (its `reusedFrom`), else null",
+            lambda r: r.report.reused_from,
+        ),
         "layers": (
             "the probe report's per-layer entries",
             lambda r: [layer.to_json() for layer in sorted(r.report.layers, key=lambda x: x.index)],
@@ -121,19 +127,28 @@ def adapt(
     probe_dir, train_dir = workdir / PROBE_DIR, workdir / TRAIN_DIR
     chosen_mode = mode or spec.probe.mode
     _check_from_phase(from_phase, probe_dir, train_dir, spec, max_steps)
+    check_no_mode(spec, mode)
+    # A reused profile is looked up and checked against the base before the job records anything.
+    profile = None
+    if spec.probe.reuse is not None and from_phase == "probe":
+        check_probe_dir(probe_dir, spec)
+        profile = reused_profile(spec, probe_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     tracking = tracking or tracking_for(spec.mlflow, workdir)
     record = job_record(
         workdir, f"adapt {spec.model.uri}", spec, tracking=tracking, tags={review.STAGE: "adapt"}
     )
     with Publishing(record) as publishing:
-        progress.note(f"probing the layers of {spec.model.uri} ({chosen_mode} mode)")
+        if spec.probe.reuse is None:
+            progress.note(f"probing the layers of {spec.model.uri} ({chosen_mode} mode)")
         with record.child(PROBE_DIR, "probe", tags={review.STAGE: "probe"}) as probe_record:
-            if from_phase == "probe":
+            if profile is not None:
+                report = take_profile(profile, probe_dir, record=probe_record, progress=progress)
+            elif from_phase == "probe":
                 report = run_probe(
                     spec,
                     probe_dir,
-                    mode=chosen_mode,
+                    mode=mode,
                     parallel=parallel,
                     progress=progress,
                     record=probe_record,

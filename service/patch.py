@@ -30,7 +30,7 @@ from service.fields import Fields
 from service.files import atomic_write, write_json
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_model_and_tokenizer
-from service.models.weights import fingerprint_model_dir
+from service.models.weights import base_fingerprint
 from service.spec.models import ModelSpec
 
 PATCH_TENSORS = "layer_patch.safetensors"
@@ -296,7 +296,7 @@ def apply_to_model(model: torch.nn.Module, patch: LayerPatch) -> None:
 def check_base(patch: LayerPatch, base_dir: Path) -> None:
     """Refuse a base model whose weights differ from the one the patch was trained on."""
     expected = patch.meta.get("base", {}).get("fingerprint")
-    actual = fingerprint_model_dir(base_dir)
+    actual = base_fingerprint(base_dir)
     if expected != actual:
         raise InputError(
             "BASE",

@@ -102,6 +102,7 @@ class Registration:
     max_new_tokens: int | None = None  # the pyfunc's default completion length
     score_name: str = "eval score"  # "success rate" for an agent's episodes
     algorithm: str | None = None  # the RL algorithm in a few words (`AlgorithmSpec.describe`)
+    probe: str | None = None  # what the layers were chosen on (`ProbeReport.describe`)
 
     def to_json(self) -> dict[str, Any]:
         return REGISTRATION_FIELDS.json(self)
@@ -128,6 +129,12 @@ _REGISTRATION = (  # key in record.json, attribute, what it means
         "algorithm",
         "algorithm",
         "the RL algorithm the patch was trained with (e.g. `grpo`, or GiGPO's settings)",
+    ),
+    (
+        "probe",
+        "probe",
+        "the probe the layers were chosen on: its mode, the task it measured, and the report's source "
+        "when the job reused a profile",
     ),
 )
 REGISTRATION_FIELDS: Fields[Registration] = Fields(

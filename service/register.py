@@ -80,6 +80,7 @@ def evaluate_for_registration(
                 max_new_tokens=spec.algorithm.max_completion_length,
                 score_name="success rate" if spec.environment is not None else "eval score",
                 algorithm=spec.algorithm.describe(),
+                probe=report.describe(),
             )
         )
     return Evaluation(before, after.score, after.num_items)

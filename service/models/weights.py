@@ -8,6 +8,7 @@ and is applied only to a base whose weights hash the same.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import struct
@@ -21,6 +22,26 @@ from safetensors import safe_open
 
 from service.errors import LayerpilotError, first_line
 from service.models.gguf import is_gguf
+from service.models.hub import resolve_model_dir
+from service.spec.models import ModelSpec
+
+
+def model_fingerprint(model: ModelSpec) -> str:
+    """The weights fingerprint of the spec's model (`base_fingerprint` of its files)."""
+    return base_fingerprint(resolve_model_dir(model.uri, model.revision))
+
+
+def base_fingerprint(model_dir: Path) -> str:
+    """`fingerprint_model_dir`, hashed once per process for as long as the weight files are unchanged
+    (a job checks its base several times: the probe's report, a reused profile, the layer patch)."""
+    files = [model_dir] if is_gguf(model_dir) else sorted(model_dir.glob("*.safetensors"))
+    stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _cached_fingerprint(model_dir.resolve(), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_fingerprint(model_dir: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    return fingerprint_model_dir(model_dir)
 
 
 def fingerprint_model_dir(model_dir: Path) -> str:

@@ -81,7 +81,15 @@ def compare_reports(reports: dict[str, ProbeReport], ks: tuple[int, ...] = (1, 3
     """Rank agreement between every pair of probe reports of one model (C(k) where computed, else
     S_k or the proxy's score), over the layers both probed, with what chance would score."""
     models = {report.model for report in reports.values()}
-    if len(models) > 1:
+    # One base: the same weights where every report records them, else the same model.uri.
+    fingerprints = {report.base_fingerprint for report in reports.values()}
+    if None not in fingerprints and len(fingerprints) > 1:
+        raise InputError(
+            "REPORT",
+            f"the reports probe {len(fingerprints)} different sets of weights ({', '.join(sorted(models))})",
+            "compare reports of one base model: a profile is reused on the weights it was measured on",
+        )
+    if None in fingerprints and len(models) > 1:
         raise InputError(
             "REPORT",
             f"the reports probe different models ({', '.join(sorted(models))})",
@@ -102,7 +110,7 @@ def compare_reports(reports: dict[str, ProbeReport], ks: tuple[int, ...] = (1, 3
             entry["chance"] = chance_agreement(common, list(ks))
             pairs.append(entry)
     return {
-        "model": models.pop(),
+        "model": ", ".join(sorted(models)),
         "reports": {
             name: {"mode": r.mode, "ranking": r.ranking, "task": r.task} for name, r in reports.items()
         },

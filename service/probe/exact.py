@@ -16,6 +16,7 @@ from typing import Any
 
 from service.errors import InputError
 from service.models.stack import inspect_stack
+from service.models.weights import model_fingerprint
 from service.probe.intervals import METHOD, Interval, overlap, paired_intervals
 from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
 from service.probe.report import LayerScore, ProbeReport, measured_on, rank_layers
@@ -171,6 +172,7 @@ def build_report(
     report = ProbeReport(
         model=str(first["model"]),
         task=measured_on(spec) if spec is not None else None,
+        base_fingerprint=model_fingerprint(spec.model) if spec is not None else None,
         num_layers=num_layers,
         mode=mode.value,
         layers_path=str(first["layersPath"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.models.stack import inspect_stack
+from service.models.weights import model_fingerprint
 from service.probe.knockout import knockout_scores
 from service.probe.proxies import gradient_scores, spectrum_scores
 from service.probe.report import LayerScore, ProbeReport, measured_on, rank_layers
@@ -53,6 +54,7 @@ def run_proxy(spec: LayerAdaptationSpec, mode: str, *, progress: Progress = SILE
     report = ProbeReport(
         model=spec.model.uri,
         task=measured_on(spec),
+        base_fingerprint=model_fingerprint(spec.model),
         num_layers=result.num_layers,
         mode=mode,
         layers_path=result.stack_path,

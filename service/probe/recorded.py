@@ -47,6 +47,14 @@ def record_probe(record: Record, report: ProbeReport, probe_dir: Path) -> None:
     record.add_artifact(probe_dir / REPORT_PNG)
 
 
+def record_profile(record: Record, report: ProbeReport, directory: Path) -> None:
+    """A reused profile in a training's record: the tags (the operator reads the layers from them) and
+    the report and chart, without the probe's metrics (the training did not measure them)."""
+    record.set_tags(probe_tags(report))
+    record.add_artifact(directory / REPORT_JSON)
+    record.add_artifact(directory / REPORT_PNG)
+
+
 def probe_tags(report: ProbeReport) -> dict[str, str]:
     """The probe's answer as run tags, which the operator reads into a resource's status.
 
@@ -57,11 +65,17 @@ def probe_tags(report: ProbeReport) -> dict[str, str]:
     {'layerpilot.probe_mode': 'gradient', 'layerpilot.selected_layers': '1,2',
      'layerpilot.top_layers': '1,2,3'}
     """
-    return {
+    tags = {
         review.PROBE_MODE: report.mode,
         review.SELECTED_LAYERS: ",".join(map(str, report.selected)),
         review.TOP_LAYERS: ",".join(map(str, report.ranking[:3])),
     }
+    optional = {
+        review.BASE_FINGERPRINT: report.base_fingerprint,  # how `probe.reuse: mlflow` finds this probe
+        review.PROBE_TASK: report.task,
+        review.PROBE_REUSED: report.describe() if report.reused_from is not None else None,
+    }
+    return {**tags, **{key: value for key, value in optional.items() if value}}
 
 
 def probe_summary(report: ProbeReport) -> dict[str, float]:

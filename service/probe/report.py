@@ -112,6 +112,8 @@ class ProbeReport:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
+    base_fingerprint: str | None = None
+    reused_from: dict[str, Any] | None = None
 
     @property
     def ranking(self) -> list[int]:
@@ -120,6 +122,22 @@ class ProbeReport:
 
     def to_json(self) -> dict[str, Any]:
         return {**REPORT_FIELDS.json(self), **self.extra}
+
+    def describe(self) -> str:
+        """What the ranking rests on, in a few words (the output, the result and the review show it).
+
+        >>> report = ProbeReport("m", 2, "gradient", "l", [], task="builtin:arith")
+        >>> report.describe()
+        'gradient probe on builtin:arith'
+        >>> report.reused_from = {"source": "mlflow", "runId": "ab12"}
+        >>> report.describe()
+        'gradient probe on builtin:arith, reused from MLflow run ab12'
+        """
+        text = f"{self.mode} probe on {self.task or 'an unrecorded task'}"
+        if self.reused_from is None:
+            return text
+        run_id, source = self.reused_from.get("runId"), self.reused_from.get("source")
+        return f"{text}, reused from " + (f"MLflow run {run_id}" if run_id else str(source))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProbeReport:
@@ -153,6 +171,8 @@ class ProbeReport:
             notes=list(data.get("notes") or []),
             extra={k: v for k, v in data.items() if k not in known},
             task=data.get("task"),
+            base_fingerprint=data.get("baseFingerprint"),
+            reused_from=data.get("reusedFrom"),
         )
 
 
@@ -165,6 +185,17 @@ REPORT_FIELDS: Fields[ProbeReport] = Fields(
         "task": (
             "what the probe measured on: the environment, or the dataset (and its task settings)",
             lambda r: r.task,
+        ),
+        "baseFingerprint": (
+            "the probed weights' fingerprint (`sha256:…`, as a layer patch records its base): "
+            "`probe.reuse` takes a report only for a base that hashes the same",
+            lambda r: r.base_fingerprint,
+        ),
+        "reusedFrom": (
+            "only in a report a job reused (`probe.reuse`): `source` (as the spec gave it), `path` or "
+            "`runId` (where the report was read), `reusedFor` (the reusing job's task); the scores are "
+            "the original probe's",
+            lambda r: r.reused_from if r.reused_from is not None else OMIT,
         ),
         "baselineScore": (
             "S_base, eval score of the base model (exact and halving; else null)",
@@ -207,6 +238,25 @@ def measured_on(spec: LayerAdaptationSpec) -> str:
         params = spec.prompts.params or {t.name: t.params for t in spec.prompts.tasks}
         uri = spec.prompts.uri
     return f"{uri} {json.dumps(params, sort_keys=True)}" if params else uri
+
+
+def check_same_base(report: ProbeReport, model_uri: str, fingerprint: str, *, field: str, where: str) -> None:
+    """Refuse a report of other weights than the base `model_uri` hashing to `fingerprint` (or a report
+    that cannot say which weights it probed)."""
+    if report.base_fingerprint is None:
+        raise InputError(
+            field,
+            f"{where} does not record which weights it probed (a report written before layerpilot "
+            "recorded the base's fingerprint)",
+            "probe the base model again to write a report that can be reused",
+        )
+    if report.base_fingerprint != fingerprint:
+        raise InputError(
+            field,
+            f"{where} is a probe of other weights ({report.model}, {report.base_fingerprint[:19]}…) than "
+            f"{model_uri} ({fingerprint[:19]}…)",
+            "reuse a probe of this base model, or probe it",
+        )
 
 
 def read_report(path: Path, field_name: str = "REPORT") -> ProbeReport:

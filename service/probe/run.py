@@ -1,5 +1,6 @@
 """One entry point for every probe mode: run it, select layers, write the report.
 
+A spec with `probe.reuse` takes a finished probe's report instead (`service.probe.reuse`).
 Exact mode runs the research protocol (`service.probe.exact`), `halving` the same runs by
 successive halving (`service.probe.halving`); `gradient` and `spectrum` are fast proxies
 (`service.probe.proxies`). Whatever the mode, the result is a `ProbeReport` written as
@@ -18,6 +19,7 @@ from service.probe.fast import run_proxy
 from service.probe.halving import run_halving
 from service.probe.recorded import record_probe
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
+from service.probe.reuse import check_no_mode, reuse_into
 from service.progress import SILENT, Progress
 from service.record import Record
 from service.spec.models import LayerAdaptationSpec, ProbeMode
@@ -34,9 +36,15 @@ def run_probe(
     record: Record | None = None,
 ) -> ProbeReport:
     """Probe in the spec's mode (or `mode`), select layers, write probe_report.json and .png, and
-    record the answer in `record` (the probe directory's record)."""
-    mode = mode or spec.probe.mode
+    record the answer in `record` (the probe directory's record).
+
+    A spec that reuses a profile (`probe.reuse`) probes nothing: the profile is checked and kept.
+    """
     check_probe_dir(out_dir, spec)
+    if spec.probe.reuse is not None:
+        check_no_mode(spec, mode)
+        return reuse_into(spec, out_dir, record=record, progress=progress)
+    mode = mode or spec.probe.mode
     if mode == ProbeMode.exact.value:
         report = run_exact(spec, out_dir, parallel=parallel, keep_runs=keep_runs, progress=progress)
     elif mode == ProbeMode.halving.value:

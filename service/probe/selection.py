@@ -6,9 +6,10 @@ from pathlib import Path
 
 from service.errors import InputError
 from service.models.stack import inspect_stack
-from service.probe.report import ProbeReport, read_report
+from service.models.weights import model_fingerprint
+from service.probe.report import ProbeReport, check_same_base, read_report
 from service.spec.indices import check_layer_indices
-from service.spec.models import LayerAdaptationSpec, SelectionSpec, Strategy
+from service.spec.models import LayerAdaptationSpec, ModelSpec, SelectionSpec, Strategy
 
 
 def positional_layers(strategy: str, k: int, num_layers: int) -> list[int]:
@@ -52,13 +53,18 @@ def select_layers(selection: SelectionSpec, report: ProbeReport) -> list[int]:
     return positional_layers(selection.strategy, selection.k, num_layers)
 
 
-def layers_from_report(report_path: Path, model_uri: str | None = None) -> list[int]:
-    """The `selected` layers of a probe_report.json (of `model_uri`, when given)."""
+def layers_from_report(report_path: Path, model: ModelSpec | None = None) -> list[int]:
+    """The `selected` layers of a probe_report.json (of the base `model`, when given: the same weights
+    when the report records their fingerprint, else the same `model.uri`)."""
     report = read_report(report_path, "--from-probe")
-    if model_uri is not None and report.model != model_uri:
+    if model is not None and report.base_fingerprint is not None:
+        check_same_base(
+            report, model.uri, model_fingerprint(model), field="--from-probe", where=str(report_path)
+        )
+    elif model is not None and report.model != model.uri:
         raise InputError(
             "--from-probe",
-            f"{report_path} is a probe of {report.model}, not of {model_uri}",
+            f"{report_path} is a probe of {report.model}, not of {model.uri}",
             "probe this model first, or pass --layers",
         )
     selected = report.selected
@@ -81,9 +87,7 @@ def layers_for_training(
     if layers is not None:
         return check_layer_indices(layers, count, field="--layers")
     if probe_report is not None:
-        return check_layer_indices(
-            layers_from_report(probe_report, spec.model.uri), count, field="--from-probe"
-        )
+        return check_layer_indices(layers_from_report(probe_report, spec.model), count, field="--from-probe")
     selection = spec.selection
     if selection.strategy == Strategy.manual.value:
         return check_layer_indices(list(selection.layers or []), count, field="selection.layers")

@@ -7,7 +7,7 @@ not throw finished work away:
 - `training`: what a resumed training must share with the run it continues; its length and
   checkpointing (`maxSteps`, `saveSteps`, `saveTotalLimit`) may change between attempts, and so may
   probe, selection, tracking and resources, which do not touch the weights,
-- `probe`: what a probe unit's score depends on (not the probe mode, rungs or seeds, selection or
+- `probe`: what a probe unit's score depends on (not the probe mode, rungs, seeds or reuse, selection or
   tracking: more seeds add units, the first seed's stay valid).
 """
 
@@ -39,7 +39,7 @@ def fingerprint(spec: LayerAdaptationSpec, scope: Scope = "spec") -> str:
         training = {k: v for k, v in data["training"].items() if k not in _RESUMABLE_TRAINING}
         data = {**{k: data[k] for k in _WEIGHT_SECTIONS}, "training": training}
     elif scope == "probe":
-        probe = {k: v for k, v in data["probe"].items() if k not in ("mode", "rungs", "seeds")}
+        probe = {k: v for k, v in data["probe"].items() if k not in ("mode", "rungs", "seeds", "reuse")}
         training = {k: data["training"][k] for k in _PROBE_TRAINING}
         data = {**{k: data[k] for k in _WEIGHT_SECTIONS}, "probe": probe, "training": training}
     return _digest(data)

@@ -356,6 +356,9 @@ class AlgorithmSpec(Section):
         return f"gigpo ({settings}), {self.loss_type} loss"
 
 
+REUSE_MLFLOW = "mlflow"  # `probe.reuse: mlflow[:RUN_ID]`
+
+
 class ProbeSpec(Section):
     mode: ProbeMode = Field(
         ProbeMode.exact,
@@ -389,11 +392,38 @@ class ProbeSpec(Section):
         ),
     )
 
+    reuse: str | None = Field(
+        None,
+        description=(
+            "Take a finished probe's report instead of probing (profile once per base model): a path (a "
+            "`probe_report.json`, a probe directory or an `adapt` work directory), `mlflow` (the newest "
+            "finished probe of the same base in `mlflow.experiment`) or `mlflow:RUN_ID`. Only a report "
+            "of the same weights is taken (its `baseFingerprint`); `selection` picks from its ranking, "
+            "and the output, the result and the registry review name it."
+        ),
+    )
+
     @field_validator("layers")
     @classmethod
     def _layers(cls, value: Literal["all"] | list[int]) -> Literal["all"] | list[int]:
         if isinstance(value, list):
             _check_indices(value)
+        return value
+
+    @field_validator("reuse")
+    @classmethod
+    def _reuse(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            raise ValueError(
+                "is empty; give a probe report's path, `mlflow` or `mlflow:RUN_ID`, or remove it"
+            )
+        if value == f"{REUSE_MLFLOW}:":
+            raise ValueError(
+                "names no run; write mlflow:RUN_ID, or `mlflow` for the newest probe of this base"
+            )
         return value
 
 

@@ -92,6 +92,7 @@ def version_tags(summary: review.PatchReview) -> dict[str, str]:
         (review.EVAL_BEFORE, summary.eval_before),
         (review.SPEC_HASH, summary.spec_hash),
         (review.STRATEGY, summary.strategy),
+        (review.PROBE, summary.probe),
     ):
         if value is not None:
             tags[key] = str(value)
@@ -121,6 +122,7 @@ def _review(
         eval_items=registration.eval_items,
         score_name=registration.score_name,
         algorithm=registration.algorithm,
+        probe=registration.probe,
         training_steps=meta.get("trainedSteps"),
         num_parameters=meta.get("numParameters"),
         strategy=registration.strategy,

@@ -23,6 +23,7 @@ SPEC_HASH = "layerpilot.spec_hash"
 BASE_MODEL = "layerpilot.base_model"
 BASE_FINGERPRINT = "layerpilot.base_fingerprint"
 STRATEGY = "layerpilot.strategy"
+PROBE = "layerpilot.probe"  # on a version: what its layers were chosen on (`ProbeReport.describe`)
 TRAINING_STEPS = "layerpilot.training_steps"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -36,6 +37,8 @@ TOP_LAYERS = "layerpilot.top_layers"  # "4,3,2": the probe's three best layers, 
 REGISTERED_MODEL = "layerpilot.registered_model"  # on the run a version was registered from
 PROBE_UNITS = "layerpilot.probe_units"  # set by `probe plan`: the exact probe's unit count
 MODEL_VERSION = "layerpilot.model_version"  # that version's number
+PROBE_TASK = "layerpilot.probe_task"  # what a probe measured on (its report's `task`)
+PROBE_REUSED = "layerpilot.probe_reused"  # on a job that reused a profile: the report it used
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -79,6 +82,7 @@ class PatchReview:
     eval_items: int | None = None
     score_name: str = "eval score"
     algorithm: str | None = None
+    probe: str | None = None  # what the layers were chosen on (`ProbeReport.describe`)
     probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json "layers"
     deltas: dict[str, float] = field(default_factory=dict)  # layer index -> relative change
     runs: dict[str, str] = field(default_factory=dict)  # role -> run id or link
@@ -113,6 +117,8 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
     ]
     if review.algorithm:
         lines.append(f"| algorithm | {review.algorithm} |")
+    if review.probe:
+        lines.append(f"| layers chosen by | {review.probe} |")
     if review.num_parameters is not None:
         lines.append(f"| trained parameters | {review.num_parameters:,} |")
     lines += [

@@ -20,7 +20,7 @@ from service.fields import Fields
 from service.models.hub import resolve_model_dir
 from service.models.loading import load_empty_model, load_model_and_tokenizer
 from service.models.stack import count_parameters, find_decoder_layers, freeze_except
-from service.models.weights import fingerprint_model_dir, stored_tensors
+from service.models.weights import base_fingerprint, stored_tensors
 from service.patch import PATCH_FILES, PATCH_META, LayerDeltas, compute_deltas, write_patch
 from service.progress import SILENT, Progress, StepHook, reward_info
 from service.ranks import is_main
@@ -183,7 +183,7 @@ def train(
             base_ref={
                 "uri": spec.model.uri,
                 "revision": spec.model.revision,
-                "fingerprint": fingerprint_model_dir(model_dir),
+                "fingerprint": base_fingerprint(model_dir),
                 "modelType": stack.model_type,
                 "numLayers": len(stack),
             },

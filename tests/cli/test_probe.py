@@ -82,14 +82,18 @@ def test_validate_reports_rank_correlations(tmp_path: Path) -> None:
     assert data["exact"]["ranking"] and "task" not in data
 
 
-def _report(path: Path, model: str, contributions: list[float], task: str) -> Path:
+def _report(
+    path: Path, model: str, contributions: list[float], task: str, fingerprint: str | None = None
+) -> Path:
     from service.probe.report import LayerScore, ProbeReport
 
     layers = [
         LayerScore(index=i, name=f"model.layers.{i}", score=0.5 + c / 10, contribution=c, rank=0)
         for i, c in enumerate(contributions)
     ]
-    report = ProbeReport(model, len(layers), "exact", "model.layers", layers, task=task)
+    report = ProbeReport(
+        model, len(layers), "exact", "model.layers", layers, task=task, base_fingerprint=fingerprint
+    )
     path.mkdir(parents=True)
     (path / REPORT_JSON).write_text(json.dumps(report.to_json()))
     return path
@@ -123,6 +127,13 @@ def test_compare_refuses_reports_of_different_models(tmp_path: Path) -> None:
     assert "REPORT: the reports probe different models (builtin:demo, builtin:demo-agent)" in result.output
     alone = runner.invoke(app, ["probe", "compare", str(first)])
     assert alone.exit_code == 2 and "compare needs two reports or more" in alone.output
+    # Reports that record their weights are one base when the weights are, whatever the URI says.
+    here = _report(tmp_path / "c", "./smollm2", [0.1, 0.2, 0.3], "builtin:arith", "sha256:aa")
+    there = _report(tmp_path / "d", "hf://x/smollm2", [0.3, 0.2, 0.1], "builtin:code", "sha256:aa")
+    assert runner.invoke(app, ["probe", "compare", str(here), str(there)]).exit_code == 0
+    retrained = _report(tmp_path / "e", "./smollm2", [0.1, 0.2, 0.3], "builtin:code", "sha256:bb")
+    result = runner.invoke(app, ["probe", "compare", str(here), str(retrained)])
+    assert result.exit_code == 2 and "REPORT: the reports probe 2 different sets of weights" in result.output
 
 
 @pytest.mark.parametrize(

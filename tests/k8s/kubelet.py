@@ -33,6 +33,7 @@ class Kubelet:
     logs: dict[str, str] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
     timeout_s: float = 600
+    seen: set[str] = field(default_factory=set)  # Jobs already run: a Job runs once, like a real one
 
     def _volume_dir(self, pod: str, volume: dict[str, Any]) -> Path:
         name = volume["name"]
@@ -104,7 +105,7 @@ class Kubelet:
 
     async def run_until(self, done: Any, timeout: float = 900) -> None:
         """Run every new Job (one at a time: the machine has 2 cores) until `done()`."""
-        seen: set[str] = set()
+        seen = self.seen
         deadline = asyncio.get_running_loop().time() + timeout
         while not done():
             if asyncio.get_running_loop().time() > deadline:

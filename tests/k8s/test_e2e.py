@@ -104,6 +104,25 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
     token_files = list((tmp_path / "pods").glob("*/mlflow-token/token"))
     assert token_files and all(f.read_text() == CANARY for f in token_files)
 
+    # A second resource on the same base reuses that probe from MLflow: it runs no probe Jobs.
+    again = resource("e2e-reuse", {**SPEC, "probe": {"reuse": "mlflow"}})
+    async with operator(kmock, OperatorConfig(tracking_uri=mlflow_server.uri)):
+        await apply(client(kmock), again)
+        await kubelet.run_until(lambda: phase(kmock, "e2e-reuse") in ("Succeeded", "Failed"))
+    reused = objects(kmock, LA)["e2e-reuse"]["status"]
+    assert reused["phase"] == "Succeeded", (reused.get("message"), kubelet.logs)
+    second = child_base(again)
+    assert [p.rsplit("-", 2)[0] for p in kubelet.ran if p.startswith(second)] == [
+        f"{second}-train",
+        f"{second}-register",
+    ]
+    probe_run = status["mlflow"]["runIds"]["probe"]
+    assert reused["profile"] == f"exact probe on builtin:arith, reused from MLflow run {probe_run}"
+    assert reused["selectedLayers"] == status["selectedLayers"]
+    version = mlflow.get_model_version_by_alias("k8s-e2e", "candidate")
+    assert version.version == reused["modelVersion"] != status["modelVersion"]
+    assert f"| layers chosen by | {reused['profile']} |" in version.description
+
 
 AGENT: dict[str, Any] = {
     "model": {"uri": "builtin:demo-agent"},

@@ -201,6 +201,50 @@ async def test_restarting_the_operator_mid_phase_creates_no_second_job_or_run(
     assert sorted(r.data.tags["layerpilot.stage"] for r in runs) == ["adapt", "probe", "train"]
 
 
+async def test_a_resource_that_reuses_a_profile_runs_no_probe_jobs_and_says_which_profile(
+    kmock: Any, config: OperatorConfig, mlflow_server: Any
+) -> None:
+    declare(kmock)
+    body = resource("reuse", {**SPEC, "probe": {"reuse": "mlflow"}})
+    base, work = child_base(body), f"/workspace/{child_base(body)}"
+    profile = "exact probe on builtin:arith, reused from MLflow run 4f2e"
+    async with operator(kmock, config):
+        await apply(client(kmock), body)
+        train = await wait_for(lambda: job(kmock, f"{base}-train"), what="the train Job, first")
+        assert train["spec"]["template"]["spec"]["containers"][0]["command"] == [
+            "layerpilot",
+            "train",
+            "/etc/layerpilot/spec.yaml",
+            "--out",
+            f"{work}/train",
+            "--resume",
+        ]
+        run_ids = status(kmock, "reuse")["mlflow"]["runIds"]
+        assert "probe" not in run_ids
+        # What `layerpilot train` leaves in its run when it takes a profile (tests/cli/test_reuse.py).
+        tags = {review.SELECTED_LAYERS: "2", review.TOP_LAYERS: "2,3,1", review.PROBE_REUSED: profile}
+        play(mlflow_server.uri, run_ids["train"], tags)
+        await set_job_status(kmock, f"{base}-train", completed())
+
+        register = await wait_for(lambda: job(kmock, f"{base}-register"), what="the register Job")
+        command = register["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[command.index("--probe") + 1] == f"{work}/train"  # the profile kept beside the patch
+        st = status(kmock, "reuse")
+        assert (st["selectedLayers"], st["topLayers"], st["profile"]) == ([2], [2, 3, 1], profile)
+        probed = next(c for c in st["conditions"] if c["type"] == "Probed")
+        assert (probed["status"], probed["reason"]) == ("True", "ProfileReused")
+        assert profile in probed["message"]
+        play(
+            mlflow_server.uri,
+            run_ids["adapt"],
+            {review.REGISTERED_MODEL: "op-model", review.MODEL_VERSION: "3"},
+        )
+        await set_job_status(kmock, f"{base}-register", completed())
+        await wait_for(lambda: phase(kmock, "reuse") == "Succeeded", what="Succeeded")
+    assert status(kmock, "reuse")["completedStages"] == ["train", "register"]
+    assert sorted(objects(kmock, JOBS)) == [f"{base}-register", f"{base}-train"]
+
+
 async def test_a_failed_job_fails_the_resource_with_which_job_and_why(
     kmock: Any, config: OperatorConfig, mlflow_server: Any
 ) -> None:
