@@ -18,7 +18,7 @@ from service.imports import import_named
 from service.rewards.answers import Format, MathEquivalence, exact_answer
 from service.rewards.base import ParamError, RewardFunc, completion_text
 from service.rewards.code import CodeTests
-from service.rewards.reasoning import reasoning_gym
+from service.rewards.reasoning import ReasoningGym
 from service.spec.models import RewardSpec
 
 REGISTRY: dict[str, Any] = {
@@ -26,7 +26,7 @@ REGISTRY: dict[str, Any] = {
     "math_equivalence": MathEquivalence,
     "format": Format,
     "code_tests": CodeTests,
-    "reasoning_gym": reasoning_gym,
+    "reasoning_gym": ReasoningGym,
 }
 """Registered rewards: a class whose constructor takes the spec's `params`, or a reward function
 that takes none. The first line of each docstring is its description in `layerpilot rewards`."""

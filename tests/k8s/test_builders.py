@@ -225,8 +225,10 @@ def test_the_example_and_the_demo_resource_validate_against_our_crd() -> None:
     assert crd_errors(manifests.example(), generated) == []
     assert crd_errors(demo, generated) == []
     assert crd_errors({**demo, "spec": {**demo["spec"], "probe": {"stpes": 3}}}, generated)
-    for name in ("agent.yaml", "my_env.yaml", "code.yaml"):  # every shipped example but the demo
-        document = yaml.safe_load((Path(__file__).parents[2] / "examples" / name).read_text())
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert {path.name for path in examples} >= {"agent.yaml", "code.yaml", "demo.yaml", "reasoning.yaml"}
+    for path in examples:  # every shipped example
+        document = yaml.safe_load(path.read_text())
         assert crd_errors(document, generated) == []
         assert crd_errors(
             {**document, "spec": {**document["spec"], "environment": {"maxTurns": 3}}}, generated

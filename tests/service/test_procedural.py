@@ -11,10 +11,11 @@ import pytest
 from cli.main import app
 from service import procedural
 from service.data import load_rows
-from service.rewards.reasoning import extract_answer, reasoning_gym
+from service.rewards.reasoning import ReasoningGym, extract_answer
 from service.spec.loading import load_spec
 from tests.cli.helpers import runner
 
+reasoning_gym = ReasoningGym()
 ARITH = {"uri": "reasoning-gym:basic_arithmetic", "params": {"max_terms": 2, "operators": ["+", "-"]}}
 
 
@@ -56,6 +57,25 @@ def test_the_answer_is_the_last_answer_tag_else_the_last_line() -> None:
     assert extract_answer("<answer>1</answer> no, <answer>2</answer>") == "2"
     assert extract_answer("reasoning first\n\n  42  \n") == "42"
     assert extract_answer("") is None
+
+
+def test_last_number_reads_a_numeric_answer_written_as_a_sentence(tmp_path: Path) -> None:
+    spec = load_spec({"dataset": {**ARITH, "size": 4, "evalSize": 8}})
+    evaluation = load_rows(spec.prompts)[1]
+    sentences = [f"The answer is {r['answer']}." for r in evaluation]
+    # the last line is the sentence: the task's scorer gives only partial credit for the answer inside it
+    assert max(reasoning_gym(sentences, **_columns(evaluation))) < 0.5
+    by_number = ReasoningGym(answer="last-number")
+    assert by_number(sentences, **_columns(evaluation)) == [1.0] * 8
+    assert by_number(["I cannot say."] * 8, **_columns(evaluation)) == [0.0] * 8
+    bad = {"dataset": ARITH, "rewards": [{"name": "reasoning_gym", "params": {"answer": "number"}}]}
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps({"spec": bad}))
+    result = runner.invoke(app, ["eval", str(path)])
+    assert result.exit_code == 2
+    assert "rewards[0].params.answer: 'number' is not a way to read the answer; use tag or last-number" in (
+        result.output
+    )
 
 
 @pytest.mark.parametrize(
