@@ -73,7 +73,12 @@ def main() -> None:
         rows.append(f"| {name} | {result.score:.3f} | {change} | {trained} |")
     full = results["full model, × 1"][0].score - base.score
     one = results[runs[0][0]][0].score - base.score
-    share = f"{one / full:.0%}" if full > 0 else "not defined (the full model did not gain)"
+    share = (
+        f"The top layer alone recovers {one / full:.0%} of the gain of the whole model trained at the shared "
+        "rate."
+        if full > 0
+        else "The top layer's share of the whole model's gain is not defined: the whole model did not gain."
+    )
     elapsed = time.perf_counter() - started
     body = f"""{environment()}
 
@@ -87,7 +92,7 @@ all {report.num_layers} layers: {probe_seconds:.0f} s, top layer {top}. Whole ru
 |---|---:|---:|---:|
 {chr(10).join(rows)}
 
-The top layer alone recovers {share} of the gain of the whole model trained at the shared rate.
+{share}
 """
     write_section(
         "code-smollm2", "Code generation on a real model: SmolLM2-135M-Instruct", body, "code_smollm2.py"

@@ -12,12 +12,13 @@ of the completion (`reasoning_gym` with `answer: last-number`), since the model 
 Measured:
 1. the gradient proxy over all 30 layers, per task: the rank agreement matrix across tasks, against
    what random rankings of 30 layers score;
-2. the exact probe (S_k, C(k)) on the same 7 layers for `addition` and `letter_counting`: the two
-   tasks' exact rankings against each other;
+2. the exact probe (S_k, C(k)) on the same 7 layers for `addition`, `letter_counting` and
+   `syllogism`: the tasks' exact rankings against each other;
 3. knockout (no training) and gradient on those 7 layers against each task's exact ranking.
 
-Not part of `make bench` (about 45 minutes on 2 cores); run it alone:
-`.venv/bin/python benchmarks/task_profiles.py [--steps 20] [--eval-items 100]`. Writes its section of
+Not part of `make bench` (about an hour on 2 cores); run it alone:
+`.venv/bin/python benchmarks/task_profiles.py [--steps 20] [--eval-items 100]` (`--resume` continues an
+interrupted run from the reports it kept). Writes its section of
 RESULTS.md.
 """
 
@@ -41,7 +42,7 @@ from service.spec.models import LayerAdaptationSpec
 
 TITLE = "One profile for several tasks? SmolLM2-135M-Instruct on four tasks (`benchmarks/task_profiles.py`)"
 SPREAD = [0, 5, 10, 15, 20, 25, 29]
-EXACT_TASKS = ("addition", "letter_counting")
+EXACT_TASKS = ("addition", "letter_counting", "syllogism")
 NUMBER = [{"name": "reasoning_gym", "params": {"answer": "last-number"}}]
 TASKS: dict[str, dict[str, Any]] = {
     "addition": {},  # filled in with the generated file
@@ -101,6 +102,7 @@ def main() -> None:
         "--keep", type=Path, default=Path("/tmp/layerpilot-task-profiles"), help="where the reports are kept"
     )
     parser.add_argument("--render", action="store_true", help="only write the section from --keep")
+    parser.add_argument("--resume", action="store_true", help="skip the probes --keep already holds")
     args = parser.parse_args()
     if args.render:
         kept = json.loads((args.keep / "kept.json").read_text())
@@ -117,9 +119,17 @@ def main() -> None:
     started = time.perf_counter()
     groups: dict[str, dict[str, ProbeReport]] = {"gradient": {}, "exact": {}, "knockout": {}}
     seconds: dict[str, float] = {}
+    before = 0.0  # seconds an earlier, interrupted run of this script spent on what it kept
+    if args.resume and (args.keep / "kept.json").is_file():
+        kept = json.loads((args.keep / "kept.json").read_text())
+        for kind, group in kept["reports"].items():
+            groups[kind] = {name: ProbeReport.from_json(data) for name, data in group.items()}
+        seconds, before = dict(kept["seconds"]), float(kept["elapsed"])
 
     def probe(kind: str, name: str, spec: LayerAdaptationSpec, out: Path) -> None:
         """One probe, kept in --keep as soon as it ends (a crash later loses none of it)."""
+        if name in groups[kind]:
+            return  # kept by an earlier run (--resume)
         t0 = time.perf_counter()
         groups[kind][name] = run_probe(spec, out, mode=kind, parallel=1)
         seconds[f"{kind} {name}"] = time.perf_counter() - t0
@@ -127,7 +137,7 @@ def main() -> None:
             f"{kind} {name}: {groups[kind][name].ranking[:7]} ({seconds[f'{kind} {name}']:.0f} s)", flush=True
         )
         kept = {k: {n: r.to_json() for n, r in group.items()} for k, group in groups.items()}
-        elapsed = time.perf_counter() - started
+        elapsed = before + time.perf_counter() - started
         args.keep.mkdir(parents=True, exist_ok=True)
         (args.keep / "kept.json").write_text(
             json.dumps({"reports": kept, "seconds": seconds, "elapsed": elapsed})
@@ -150,7 +160,7 @@ def main() -> None:
             spec = task_spec(model_dir, TASKS[name], args, SPREAD)
             probe("knockout", name, spec, Path(tmp) / f"k-{name}")
             probe("exact", name, spec, Path(tmp) / f"e-{name}")
-    elapsed = time.perf_counter() - started
+    elapsed = before + time.perf_counter() - started
     gradients, exacts, knockouts = groups["gradient"], groups["exact"], groups["knockout"]
     body = report_body(args, gradients, exacts, knockouts, seconds, elapsed)
     write_section("task-profiles", TITLE, body, Path(__file__).name)
@@ -226,9 +236,10 @@ def report_body(
         "|---|---|---|---|---|",
     ]
     rows: list[tuple[str, dict[int, float], dict[int, float]]] = []
-    if len(exacts) == 2:
-        first, second = list(exacts)
-        rows.append((f"exact {first} vs exact {second}", scores(exacts[first]), scores(exacts[second])))
+    exact_names = list(exacts)
+    for i, first in enumerate(exact_names):
+        for second in exact_names[i + 1 :]:
+            rows.append((f"exact {first} vs exact {second}", scores(exacts[first]), scores(exacts[second])))
     for name, exact in exacts.items():
         gradient = {k: v for k, v in scores(gradients[name]).items() if k in SPREAD}
         rows.append((f"gradient vs exact, {name}", scores(exact), gradient))

@@ -53,7 +53,7 @@ def take_profile(
     keep_profile(report, directory)
     if record is not None:
         record_probe(record, report, directory)
-    progress.note(f"reusing the {report.describe()}: no layers probed")
+    progress.note(f"no layers probed: the {report.describe()}")
     return report
 
 
