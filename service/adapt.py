@@ -25,7 +25,7 @@ from service.fields import Fields
 from service.files import check_output_dir, write_json
 from service.probe.recorded import record_probe
 from service.probe.report import REPORT_JSON, ProbeReport, read_report
-from service.probe.reuse import check_no_mode, reused_profile, take_profile
+from service.probe.reuse import ADAPT_PROBE_DIR, check_no_mode, reused_profile, take_profile
 from service.probe.run import check_probe_dir, run_probe
 from service.progress import SILENT, Progress
 from service.record import Tracking
@@ -36,7 +36,7 @@ from service.tracking.publishing import TRACKED_FIELDS, Publishing, Tracked, job
 from service.training.metrics import training_summary
 from service.training.trainer import TrainResult, finished_run, record_patch, train
 
-PROBE_DIR = "probe"
+PROBE_DIR = ADAPT_PROBE_DIR  # `probe.reuse` finds an adapt work directory's probe there too
 TRAIN_DIR = "train"
 RESULT_JSON = "adapt_result.json"
 PHASES = ("probe", "train", "eval", "register")  # `adapt --from-phase`

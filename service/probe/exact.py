@@ -172,7 +172,8 @@ def build_report(
     report = ProbeReport(
         model=str(first["model"]),
         task=measured_on(spec) if spec is not None else None,
-        base_fingerprint=model_fingerprint(spec.model) if spec is not None else None,
+        base_fingerprint=first.get("baseFingerprint")
+        or (model_fingerprint(spec.model) if spec is not None else None),  # partials written before it
         num_layers=num_layers,
         mode=mode.value,
         layers_path=str(first["layersPath"]),

@@ -15,7 +15,6 @@ A job run again keeps the copy it made, so a newer probe in MLflow never changes
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from service.progress import SILENT, Progress
 from service.record import Record
 from service.spec.models import REUSE_MLFLOW, LayerAdaptationSpec
 from service.tracking.profiles import StoredProfile, newest_profile, profile_of_run
-from service.tracking.uris import ENV_TRACKING_URI, check_tracking_uri
+from service.tracking.uris import ENV_TRACKING_URI, configured_tracking_uri
 
 REUSE_FIELD = "spec.probe.reuse"
 ADAPT_PROBE_DIR = "probe"  # where an `adapt` work directory keeps its probe
@@ -57,11 +56,11 @@ def take_profile(
     return report
 
 
-def check_no_mode(spec: LayerAdaptationSpec, mode: str | None, field: str = "--mode") -> None:
+def check_no_mode(spec: LayerAdaptationSpec, mode: str | None) -> None:
     """A probe mode given for a job that reuses a profile is a contradiction: refuse it."""
     if spec.probe.reuse is not None and mode is not None and mode != spec.probe.mode:
         raise InputError(
-            field,
+            "--mode",
             f"the spec reuses a profile (probe.reuse: {spec.probe.reuse}), so nothing is probed",
             "drop it, or remove probe.reuse from the spec to probe",
         )
@@ -120,11 +119,8 @@ def _kept_copy(path: Path, source: str) -> ProbeReport | None:
 
 
 def _from_mlflow(spec: LayerAdaptationSpec, source: str, fingerprint: str) -> tuple[ProbeReport, str]:
-    if spec.mlflow.tracking_uri:
-        uri = check_tracking_uri(spec.mlflow.tracking_uri, "spec.mlflow.trackingUri")
-    elif os.environ.get(ENV_TRACKING_URI):
-        uri = check_tracking_uri(os.environ[ENV_TRACKING_URI], ENV_TRACKING_URI)
-    else:
+    uri = configured_tracking_uri(spec.mlflow)
+    if uri is None:
         raise InputError(
             REUSE_FIELD,
             f"`{source}` looks the probe up on a tracking server, and neither spec.mlflow.trackingUri nor "
@@ -134,9 +130,11 @@ def _from_mlflow(spec: LayerAdaptationSpec, source: str, fingerprint: str) -> tu
     run_id = source.partition(":")[2]
     with tempfile.TemporaryDirectory(prefix="layerpilot-profile-") as scratch:
         stored: StoredProfile = (
-            profile_of_run(uri, run_id, Path(scratch), field=REUSE_FIELD)
+            profile_of_run(uri, run_id, REPORT_JSON, Path(scratch), field=REUSE_FIELD)
             if run_id
-            else newest_profile(uri, spec.mlflow.experiment, fingerprint, Path(scratch), field=REUSE_FIELD)
+            else newest_profile(
+                uri, spec.mlflow.experiment, fingerprint, REPORT_JSON, Path(scratch), field=REUSE_FIELD
+            )
         )
         report = read_report(stored.path, REUSE_FIELD)
     report.reused_from = {"source": source, "runId": stored.run_id}

@@ -29,6 +29,7 @@ from service.errors import InputError
 from service.evaluation import evaluate
 from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
+from service.models.weights import model_fingerprint
 from service.patch import PATCH_TENSORS
 from service.progress import SILENT, Progress
 from service.ranks import is_main, main_first
@@ -251,6 +252,8 @@ def run_unit(
         if not keep_runs and unit.stop is None:
             drop_weights(run_dir)
     partial["score"] = result.score
+    # Measured where the model is (training hashed it for the patch already): a merge needs no weights.
+    partial["baseFingerprint"] = model_fingerprint(spec.model)
     partial["numItems"] = result.num_items
     partial["itemScores"] = result.item_scores  # paired intervals need every unit's per-item scores
     partial["seconds"] = round(time.perf_counter() - started, 3)

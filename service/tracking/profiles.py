@@ -1,7 +1,7 @@
 """Probe reports kept in MLflow, found again by the base model they measured (`probe.reuse: mlflow`).
 
 Every probe run carries its base's weights fingerprint as a tag (`layerpilot.base_fingerprint`, the
-tag a registered version carries too) and its report as the artifact `probe_report.json`. A job
+tag a registered version carries too) and its report as an artifact (`probe_report.json`). A job
 that reuses a profile asks for the newest finished probe run of its base in its experiment, or for
 one run by id, and reads that report. Runs that themselves reused a profile are passed over: the
 profile named is always the probe that measured it.
@@ -19,7 +19,6 @@ from service.tracking.client import client_for, error_code
 from service.tracking.retries import short_error
 from service.tracking.uris import without_credentials
 
-REPORT_ARTIFACT = "probe_report.json"
 SEARCHED = 50  # probe runs of one base looked at, newest first
 
 
@@ -32,9 +31,9 @@ class StoredProfile:
 
 
 def newest_profile(
-    tracking_uri: str, experiment: str, fingerprint: str, dest: Path, *, field: str
+    tracking_uri: str, experiment: str, fingerprint: str, artifact: str, dest: Path, *, field: str
 ) -> StoredProfile:
-    """The report of the newest finished probe of the base `fingerprint` in `experiment`."""
+    """The report (`artifact`) of the newest finished probe of the base `fingerprint` in `experiment`."""
     client = client_for(tracking_uri)
     where = f"experiment '{experiment}' at {without_credentials(tracking_uri)}"
     found = _call(
@@ -57,7 +56,7 @@ def newest_profile(
     for run in runs:
         if run.data.tags.get(review.PROBE_REUSED):
             continue
-        path = _download(client, tracking_uri, run.info.run_id, dest)
+        path = _download(client, tracking_uri, run.info.run_id, artifact, dest)
         if path is not None:
             return StoredProfile(run.info.run_id, path)
     raise InputError(
@@ -67,8 +66,8 @@ def newest_profile(
     )
 
 
-def profile_of_run(tracking_uri: str, run_id: str, dest: Path, *, field: str) -> StoredProfile:
-    """The report of probe run `run_id`."""
+def profile_of_run(tracking_uri: str, run_id: str, artifact: str, dest: Path, *, field: str) -> StoredProfile:
+    """The report (`artifact`) of probe run `run_id`."""
     client = client_for(tracking_uri)
     try:
         client.get_run(run_id)
@@ -80,23 +79,23 @@ def profile_of_run(tracking_uri: str, run_id: str, dest: Path, *, field: str) ->
                 "copy the probe run's id from the MLflow UI or `layerpilot runs`",
             ) from None
         raise _unreachable(tracking_uri, "reading the run", error) from None
-    path = _download(client, tracking_uri, run_id, dest)
+    path = _download(client, tracking_uri, run_id, artifact, dest)
     if path is None:
         raise InputError(
             field,
-            f"MLflow run {run_id} has no {REPORT_ARTIFACT} artifact: it is not a finished probe",
+            f"MLflow run {run_id} has no {artifact} artifact: it is not a finished probe",
             "name the run of a probe (`layerpilot probe`, or an `adapt` job's `probe` run)",
         )
     return StoredProfile(run_id, path)
 
 
-def _download(client: Any, tracking_uri: str, run_id: str, dest: Path) -> Path | None:
+def _download(client: Any, tracking_uri: str, run_id: str, artifact: str, dest: Path) -> Path | None:
     target = dest / run_id
     target.mkdir(parents=True, exist_ok=True)
     try:
-        return Path(client.download_artifacts(run_id, REPORT_ARTIFACT, str(target)))
+        return Path(client.download_artifacts(run_id, artifact, str(target)))
     except Exception as error:
-        if error_code(error) == "RESOURCE_DOES_NOT_EXIST" or isinstance(error, (FileNotFoundError, OSError)):
+        if error_code(error) == "RESOURCE_DOES_NOT_EXIST" or isinstance(error, OSError):
             return None  # a probe that never got as far as its report
         raise _unreachable(tracking_uri, f"downloading run {run_id}'s report", error) from None
 

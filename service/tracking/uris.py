@@ -28,11 +28,16 @@ def local_store_uri(workdir: Path) -> str:
 
 def resolve_tracking_uri(spec: MlflowSpec | None, workdir: Path) -> str:
     """`mlflow.trackingUri` from the spec, else env `MLFLOW_TRACKING_URI`, else the workdir's local store."""
+    return configured_tracking_uri(spec) or local_store_uri(workdir)
+
+
+def configured_tracking_uri(spec: MlflowSpec | None) -> str | None:
+    """`mlflow.trackingUri` from the spec, else env `MLFLOW_TRACKING_URI`, else None (no server named)."""
     if spec is not None and spec.tracking_uri:
         return check_tracking_uri(spec.tracking_uri, "mlflow.trackingUri")
     if os.environ.get(ENV_TRACKING_URI):
         return check_tracking_uri(os.environ[ENV_TRACKING_URI], ENV_TRACKING_URI)
-    return local_store_uri(workdir)
+    return None
 
 
 def check_tracking_uri(uri: str, field: str) -> str:
