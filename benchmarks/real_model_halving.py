@@ -22,7 +22,7 @@ from common import environment, write_section
 from real_model_probe import addition_spec, regime_arguments
 
 from service.probe.run import run_probe
-from service.probe.units import run_unit
+from service.probe.units import Unit, run_unit
 
 TIMED = [0, 15, 29]
 
@@ -33,7 +33,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = addition_spec(Path(tmp), args, {"mode": "halving", "layers": "all"})
         halving = run_probe(spec, Path(tmp) / "halving", parallel=1)
-        timed = {k: float(run_unit(spec, str(k), Path(tmp) / "exact")["seconds"]) for k in TIMED}
+        timed = {k: float(run_unit(spec, Unit.of(k), Path(tmp) / "exact")["seconds"]) for k in TIMED}
     seconds = halving.extra["unitSeconds"]
     per_layer = np.interp(np.arange(halving.num_layers), TIMED, [timed[k] for k in TIMED])
     exact_estimate = float(seconds["base"]) + float(seconds["full"]) + float(per_layer.sum())

@@ -34,8 +34,12 @@ def run_exact(
     parallel: int | None = None,
     keep_runs: bool = False,
     progress: Progress = SILENT,
+    keep_model: bool = True,
 ) -> ProbeReport:
-    """Run every unit that has no valid partial yet (in a process pool when `parallel` > 1), then merge."""
+    """Run every unit that has no valid partial yet (in a process pool when `parallel` > 1), then merge.
+
+    Each process keeps the model loaded from unit to unit; `keep_model=False` loads it per unit
+    (the same results, slower: benchmarks compare the two)."""
     started = time.perf_counter()
     candidates = candidate_layers(spec, len(inspect_stack(spec.model)))
     probe_hash = fingerprint(spec, "probe")
@@ -46,7 +50,9 @@ def run_exact(
     progress.start("probe", len(units))
     if board.done:
         progress.note(f"probe: reusing {board.done} finished units from {out_dir / PARTIALS}")
-    with UnitRunner(spec, out_dir, workers=workers, keep_runs=keep_runs, board=board) as runner:
+    with UnitRunner(
+        spec, out_dir, workers=workers, keep_runs=keep_runs, board=board, keep_model=keep_model
+    ) as runner:
         runner.run(todo)
     report = merge_partials(out_dir, spec)
     report.elapsed_seconds = time.perf_counter() - started

@@ -119,9 +119,11 @@ def run_halving(
     parallel: int | None = None,
     keep_runs: bool = False,
     progress: Progress = SILENT,
+    keep_model: bool = True,
 ) -> ProbeReport:
     """Run the rungs one after another (each rung's units in a process pool when `parallel` > 1;
-    `base` and `full` beside the first), reusing every result already in `out_dir`, then merge."""
+    `base` and `full` beside the first), reusing every result already in `out_dir`, then merge.
+    `keep_model` as in `run_exact`."""
     started = time.perf_counter()
     num_layers = len(inspect_stack(spec.model))
     candidates = candidate_layers(spec, num_layers)
@@ -133,7 +135,9 @@ def run_halving(
     progress.start("probe", total)
     progress.note("halving: " + " → ".join(f"{rung.layers} layers to step {rung.steps}" for rung in schedule))
     workers = parallel if parallel is not None else default_parallelism(len(candidates) + 2)
-    with UnitRunner(spec, out_dir, workers=workers, keep_runs=keep_runs, board=board) as runner:
+    with UnitRunner(
+        spec, out_dir, workers=workers, keep_runs=keep_runs, board=board, keep_model=keep_model
+    ) as runner:
         while True:
             walk = _walk(
                 spec, schedule, candidates, num_layers, lambda u: read_partial(out_dir, u, probe_hash)

@@ -7,6 +7,7 @@ Exact and halving probes both run their units here (`UnitRunner`); a unit itself
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import queue
@@ -21,8 +22,10 @@ import torch
 from service.errors import LayerpilotError, first_line
 from service.probe.units import PARTIALS, Unit, run_unit
 from service.progress import Phase, Progress
+from service.ranks import world_size
 from service.spec.loading import parse_spec
 from service.spec.models import LayerAdaptationSpec
+from service.training.resident import ResidentModel
 
 StatusSink = Callable[[Unit, str], None]
 
@@ -80,21 +83,31 @@ class ProbeBoard:
         self.progress.update("probe", self.done, info)
 
 
-# Set in each pool worker by `_init_worker`: where its unit's status lines go.
+# Set in each pool worker by `_init_worker`: where its unit's status lines go, and the model it
+# keeps loaded from one unit to the next (None: every unit loads its own).
 _worker_status: Any = None
+_worker_model: ResidentModel | None = None
 
 
-def _init_worker(threads: int, status: Any) -> None:
-    global _worker_status
+def _init_worker(threads: int, status: Any, *, keep_model: bool) -> None:
+    global _worker_status, _worker_model
     torch.set_num_threads(threads)
     _worker_status = status
+    _worker_model = ResidentModel() if keep_model else None
 
 
 def _run_unit_in_worker(
     spec_json: dict[str, Any], unit: Unit, out_dir: str, *, keep_runs: bool
 ) -> dict[str, Any]:
     status = UnitStatus(unit, lambda u, text: _worker_status.put((u, text)))
-    return run_unit(parse_spec(spec_json), unit, Path(out_dir), keep_runs=keep_runs, progress=status)
+    return run_unit(
+        parse_spec(spec_json),
+        unit,
+        Path(out_dir),
+        keep_runs=keep_runs,
+        progress=status,
+        resident=_worker_model,
+    )
 
 
 def available_cores() -> int:
@@ -114,16 +127,31 @@ def default_parallelism(num_units: int) -> int:
 class UnitRunner:
     """Runs batches of units one by one, or in one pool of `workers` processes kept for every batch
     (halving's rungs reuse the workers' loaded libraries). One failure does not stop the others; the
-    error names every failed unit of the batch."""
+    error names every failed unit of the batch.
+
+    With `keep_model` (the default), each process, this one or a worker, loads the model once and
+    trains it unit after unit, putting the base weights back in between (`ResidentModel`): the
+    results are the same, without a model load per unit. Under a distributed launcher every unit
+    loads its own, as the ranks' sharded models cannot be kept this way.
+    """
 
     def __init__(
-        self, spec: LayerAdaptationSpec, out_dir: Path, *, workers: int, keep_runs: bool, board: ProbeBoard
+        self,
+        spec: LayerAdaptationSpec,
+        out_dir: Path,
+        *,
+        workers: int,
+        keep_runs: bool,
+        board: ProbeBoard,
+        keep_model: bool = True,
     ) -> None:
         self.spec = spec
         self.out_dir = out_dir
         self.workers = workers
         self.keep_runs = keep_runs
         self.board = board
+        self.keep_model = keep_model and world_size() == 1
+        self.resident = ResidentModel() if self.keep_model else None
         self.pool: ProcessPoolExecutor | None = None
         self.status: Any = None
         self._threads_before: int | None = None
@@ -137,7 +165,10 @@ class UnitRunner:
             context = multiprocessing.get_context("spawn")  # fork after torch has threads is unsafe
             self.status = context.Queue()
             self.pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_init_worker, initargs=(threads, self.status)
+                self.workers,
+                mp_context=context,
+                initializer=functools.partial(_init_worker, keep_model=self.keep_model),
+                initargs=(threads, self.status),
             )
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)  # units that run here (a batch of one, or no pool)
@@ -146,6 +177,8 @@ class UnitRunner:
     def __exit__(self, *_: object) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+        if self.resident is not None:
+            self.resident.release()
         if self._threads_before is not None:
             torch.set_num_threads(self._threads_before)
 
@@ -157,7 +190,14 @@ class UnitRunner:
             for unit in todo:
                 self.board.status(unit, unit.label)
                 progress = UnitStatus(unit, self.board.status)
-                record = run_unit(self.spec, unit, self.out_dir, keep_runs=self.keep_runs, progress=progress)
+                record = run_unit(
+                    self.spec,
+                    unit,
+                    self.out_dir,
+                    keep_runs=self.keep_runs,
+                    progress=progress,
+                    resident=self.resident,
+                )
                 self.board.finished(unit, record)
         if failures:
             listed = ", ".join(f"{u} ({why})" for u, why in failures.items())

@@ -25,8 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service.environments.registry import environment_factory
 from service.errors import InputError
-from service.evaluation import evaluate
+from service.evaluation import EvalResult, evaluate, evaluate_loaded
 from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
 from service.models.weights import model_fingerprint
@@ -37,6 +38,8 @@ from service.record import Record
 from service.spec.fingerprint import fingerprint
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
+from service.training.config import choose_precision
+from service.training.resident import ResidentModel
 from service.training.rundir import CHECKPOINTS
 from service.training.trainer import train
 
@@ -195,13 +198,32 @@ def run_unit(
     *,
     keep_runs: bool = False,
     progress: Progress = SILENT,
+    resident: ResidentModel | None = None,
 ) -> dict[str, Any]:
     """Run one probe unit and write its partial result and record; returns the partial.
 
     `progress` sees the unit's own `train` and `eval` phases. Under a distributed launcher every
     rank trains; only the main process evaluates, records, cleans up and writes the partial (the
-    others return the partial without a score).
+    others return the partial without a score). With `resident` (a probe worker's), the unit trains
+    and evaluates the model kept loaded there, and puts its base weights back when done.
     """
+    if resident is not None:
+        try:
+            return _run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=progress, resident=resident)
+        finally:
+            resident.restore()
+    return _run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=progress, resident=None)
+
+
+def _run_unit(
+    spec: LayerAdaptationSpec,
+    unit: Unit,
+    out_dir: Path,
+    *,
+    keep_runs: bool,
+    progress: Progress,
+    resident: ResidentModel | None,
+) -> dict[str, Any]:
     stack = inspect_stack(spec.model)
     candidates = candidate_layers(spec, len(stack))
     probe_hash = fingerprint(spec, "probe")
@@ -224,7 +246,7 @@ def run_unit(
     if unit == BASE:
         if record is None:
             return partial
-        result = evaluate(spec, progress=progress)
+        result = _evaluate(spec, None, resident, progress)
         steps = 0
     else:
         layers = list(range(len(stack))) if unit.run.what == "full" else [int(unit.what)]
@@ -241,10 +263,11 @@ def run_unit(
             record=record,
             learning_rate=spec.algorithm.learning_rate,  # the shared rate: C(k) compares like with like
             stop_at=unit.stop,  # a halving rung: the next rung continues this schedule
+            resident=resident,
         )
         if record is None:
             return partial
-        result = evaluate(spec, patch_dir=run_dir, progress=progress)
+        result = _evaluate(spec, run_dir, resident, progress)
         steps = trained.global_step
         partial["trainedSteps"] = trained.global_step
         partial["deltas"] = trained.deltas.relative_json()
@@ -261,6 +284,22 @@ def run_unit(
     record.log_metrics({"probe/score": result.score, "probe/seconds": partial["seconds"]}, step=steps)
     record.end()
     return partial
+
+
+def _evaluate(
+    spec: LayerAdaptationSpec, patch_dir: Path | None, resident: ResidentModel | None, progress: Progress
+) -> EvalResult:
+    """The base model (no `patch_dir`) or the unit's trained one, scored on the eval items: in place
+    when the resident model holds it as a fresh load would, else loaded (with the patch) anew."""
+    loaded = None
+    if resident is not None and (patch_dir is None or resident.holds_training):
+        if patch_dir is None:
+            resident.take(spec.model, choose_precision(spec.training.precision))
+        loaded = resident.as_evaluated()
+    if loaded is None:  # also a run finished before this call: its patch, on a fresh load
+        return evaluate(spec, patch_dir=patch_dir, progress=progress)
+    factory = environment_factory(spec.environment) if spec.environment else None
+    return evaluate_loaded(spec, *loaded, factory, progress=progress)
 
 
 def _unit_record(run_dir: Path, unit: Unit, spec: LayerAdaptationSpec) -> Record:

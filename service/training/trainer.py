@@ -30,6 +30,7 @@ from service.spec.models import LayerAdaptationSpec
 from service.training.config import choose_precision, grpo_config_kwargs
 from service.training.grpo import StepHooks, StopAt, build_trainer, enable_checkpointing, progress_hook
 from service.training.metrics import nothing_learned, step_recorder, training_summary
+from service.training.resident import ResidentModel
 from service.training.rundir import CHECKPOINTS, latest_checkpoint, prepare_run_dir, write_run_file
 from service.training.task import check_task, training_task
 
@@ -90,6 +91,7 @@ def train(
     device: str | None = None,
     learning_rate: float | None = None,
     stop_at: int | None = None,
+    resident: ResidentModel | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`.
 
@@ -97,6 +99,8 @@ def train(
     `learning_rate` is given (a probe unit passes the shared rate). `stop_at` ends this call at that
     step, checkpointed, of a run scheduled for `max_steps`: resuming it later continues the same
     learning-rate schedule, so the result equals one uninterrupted run (the halving probe's rungs).
+    With `resident`, the model kept there is trained in place instead of loading one, and left
+    trained for the caller to evaluate before it calls `resident.restore()`.
 
     `progress` sees the `train` phase; `record` (on the main process) gets TRL's metrics at every
     step, and at the end the weight change per layer, the totals and the patch files; `on_step`
@@ -128,9 +132,12 @@ def train(
             return finished
 
     model_dir = resolve_model_dir(spec.model.uri, spec.model.revision)
-    model, tokenizer = load_model_and_tokenizer(
-        spec.model, dtype=precision.load_dtype, device=precision.device
-    )
+    if resident is not None:
+        model, tokenizer = resident.take(spec.model, precision)
+    else:
+        model, tokenizer = load_model_and_tokenizer(
+            spec.model, dtype=precision.load_dtype, device=precision.device
+        )
     warnings = check_task(task, spec, tokenizer)
     for text in warnings:
         progress.note(f"warning: {text}")
@@ -150,6 +157,8 @@ def train(
     base_state = stored_tensors(model_dir, trainable)
     if base_state is None:
         base_state = {n: _whole(params[n]).detach().to("cpu", copy=True) for n in trainable}
+    if resident is not None:
+        resident.training(stack, chosen, base_state)
     n_trainable, total = count_parameters(model)
 
     if is_main():
@@ -190,6 +199,8 @@ def train(
             spec=spec.model_dump(mode="json", by_alias=True),
             trained_steps=trainer.state.global_step,
         )
+    if resident is not None:
+        resident.settle()
     history = [h for h in trainer.state.log_history if "loss" in h or "reward" in h]
     warnings += [found] if (found := nothing_learned(history, deltas)) else []
     last = history[-1] if history else {}
