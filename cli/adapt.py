@@ -29,6 +29,7 @@ from service.files import check_output_dir
 from service.probe.report import read_report
 from service.spec.demo import demo_spec
 from service.spec.models import ProbeMode
+from service.tracking.review import rate_text
 
 app = App()
 
@@ -142,6 +143,8 @@ def render(summary: dict[str, Any]) -> None:
         f"{score} {summary['evalBefore']:.4f} → {summary['evalAfter']:.4f} after training "
         f"layer{'s' if len(summary['selected']) > 1 else ''} {layers} for {summary['trainedSteps']} steps"
     )
+    if summary.get("learningRate"):
+        say(f"learning rate {rate_text(summary['learningRate']).replace('**', '')}")
     field("probe report:", f"{summary['probeDir']}/probe_report.json")
     field("probe chart:", f"{summary['probeDir']}/probe_report.png")
     field("layer patch:", summary["patchDir"])

@@ -124,7 +124,12 @@ def announce_defaults(given: SpecOptions, spec: LayerAdaptationSpec) -> None:
         stood_in.append("64 eval rows, a fifth of a small dataset (--eval-size)")
     stood_in.append(f"{spec.training.max_steps} training steps (--max-steps)")
     stood_in.append(
-        f"learning rate {spec.algorithm.learning_rate:g} × {spec.training.learning_rate_multiplier:g} "
+        f"learning rate {spec.algorithm.learning_rate:g} × "
+        f"{_multiplier(spec.training.learning_rate_multiplier)} "
         "and every other setting of a spec (write a SPEC file: examples/demo.yaml)"
     )
     note(f"no SPEC, so these defaults apply: {'; '.join(stood_in)}")
+
+
+def _multiplier(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"

@@ -20,6 +20,7 @@ from typer.core import TyperArgument, TyperGroup
 
 from cli.main import app
 from service.adapt import RESULT_FIELDS, RESULT_JSON
+from service.calibration import CALIBRATION_FIELDS, CALIBRATION_JSON, CALIBRATION_METRICS
 from service.evaluation import EVAL_METRICS, EVAL_RESULT_FIELDS
 from service.patch import DELTAS, PATCH_META, PATCH_META_FIELDS, PATCH_TENSORS
 from service.probe.recorded import PROBE_METRICS
@@ -34,7 +35,7 @@ from service.tracking.publishing import INTERVAL_ENV, SPEC_JSON
 from service.training.gigpo import GIGPO_METRICS
 from service.training.metrics import TRAIN_METRICS
 from service.training.rollout import EPISODE_METRICS
-from service.training.rundir import CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
+from service.training.rundir import CALIBRATION, CHECKPOINTS, RUN_FILE, RUN_FILE_FIELDS
 from service.training.trainer import TRAIN_RESULT_FIELDS
 
 ENVIRONMENT: dict[str, str] = {
@@ -256,6 +257,7 @@ def _files() -> Iterator[str]:
         (f"`{REPORT_JSON}`: an entry of `layers`", LAYER_FIELDS.help),
         (f"`{PATCH_META}`", PATCH_META_FIELDS.help),
         (f"`{RUN_FILE}`", RUN_FILE_FIELDS.help),
+        (f"`{CALIBRATION}/{CALIBRATION_JSON}` (`learningRateMultiplier: auto`)", CALIBRATION_FIELDS.help),
         (f"`{RECORD_FILE}`", RECORD_FIELDS.help),
         (f"`{RECORD_FILE}`: `registration`", REGISTRATION_FIELDS.help),
         (f"`{RECORD_FILE}`: `tracking`", TRACKING_FIELDS.help),
@@ -296,7 +298,14 @@ def _mlflow() -> Iterator[str]:
     yield "the top run, linking the stage runs it finds under it. Such a Job fails (and is retried) when"
     yield "its publish did not finish, since the operator reads those runs."
     yield ""
-    metrics = {**TRAIN_METRICS, **EPISODE_METRICS, **GIGPO_METRICS, **PROBE_METRICS, **EVAL_METRICS}
+    metrics = {
+        **TRAIN_METRICS,
+        **EPISODE_METRICS,
+        **GIGPO_METRICS,
+        **PROBE_METRICS,
+        **CALIBRATION_METRICS,
+        **EVAL_METRICS,
+    }
     yield from _table(("metric", "meaning"), ((f"`{k}`", v) for k, v in metrics.items()))
     yield ""
     tags = {

@@ -28,6 +28,7 @@ from cli.tables import plain_table
 from service.files import check_output_dir
 from service.ranks import is_main
 from service.spec.indices import parse_layer_list
+from service.tracking.review import rate_text
 
 app = App()
 
@@ -69,13 +70,13 @@ def train(
     options = SpecOptions(spec_path, model, dataset, reward, eval_size)
     spec = resolve_spec(options)
     # Deferred, after the input checks: these load torch, transformers and TRL (seconds).
+    from service.calibration import train_layers
     from service.probe.recorded import record_profile
     from service.probe.reuse import keep_profile, reused_profile
     from service.probe.selection import layers_for_training
     from service.record import Record
     from service.training.rundir import check_run_dir
     from service.training.trainer import finished_run, record_patch
-    from service.training.trainer import train as run_training
 
     profile = None
     if chosen_layers is None and from_probe is None and spec.probe.reuse is not None:
@@ -104,7 +105,7 @@ def train(
         if profile is not None:
             shown.note(f"layers {chosen} ({profile.strategy}) from the {profile.describe()}")
         shown.note(f"training layers {chosen} of {spec.model.uri} into {out_dir}")
-        result = run_training(
+        result = train_layers(
             spec, chosen, out_dir, resume=resume, max_steps=max_steps, progress=shown, record=record
         )
         if record is not None:
@@ -113,6 +114,8 @@ def train(
 
     def render() -> None:
         say(f"trained layers {result.layers} for {result.global_step} steps")
+        if result.learning_rate:
+            say(f"learning rate {rate_text(result.learning_rate).replace('**', '')}")
         table = plain_table("layer", "relative weight change", right=("layer", "relative weight change"))
         for index, value in data["layerDeltas"].items():
             table.add_row(index, f"{value:.3e}")

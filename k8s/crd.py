@@ -143,6 +143,10 @@ def status_schema() -> dict[str, Any]:
             "profile": text(
                 "With `probe.reuse`: the probe report the layers were chosen from, and the task it measured."
             ),
+            "learningRateMultiplier": text(
+                "The multiplier of `algorithm.learningRate` the layers trained at (with `auto`, the "
+                "calibration's choice)."
+            ),
             "registeredModel": text("Registered model name."),
             "modelVersion": text("The registered version (alias `candidate`)."),
             "workdir": text("This resource's directory on the workspace volume."),

@@ -314,8 +314,12 @@ class Reconciler:
                 self._reused(writer, runs.tags(run_ids["train"]), run_ids["train"])
                 if writer.get("phase") == FAILED:
                     return
+            multiplier = runs.tags(run_ids["train"]).get(review.LR_MULTIPLIER)
+            if multiplier:
+                writer.set(learningRateMultiplier=multiplier)
+            rate = f" at {multiplier}× the shared learning rate" if multiplier else ""
             writer.condition(
-                "Trained", "True", "TrainingComplete", f"trained layers {writer.get('selectedLayers')}"
+                "Trained", "True", "TrainingComplete", f"trained layers {writer.get('selectedLayers')}{rate}"
             )
             runs.end(run_ids["train"], FINISHED)
         elif stage == "register":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.calibration import train_layers
 from service.errors import InputError
 from service.fields import Fields
 from service.files import check_output_dir, write_json
@@ -34,7 +35,7 @@ from service.spec.models import LayerAdaptationSpec
 from service.tracking import review
 from service.tracking.publishing import TRACKED_FIELDS, Publishing, Tracked, job_record, tracking_for
 from service.training.metrics import training_summary
-from service.training.trainer import TrainResult, finished_run, record_patch, train
+from service.training.trainer import TrainResult, finished_run, record_patch
 
 PROBE_DIR = ADAPT_PROBE_DIR  # `probe.reuse` finds an adapt work directory's probe there too
 TRAIN_DIR = "train"
@@ -85,6 +86,10 @@ RESULT_FIELDS: Fields[AdaptResult] = Fields(
         "evalAfter": ("eval score of base + layer patch", lambda r: r.evaluation.eval_after),
         "evalItems": ("evaluation items", lambda r: r.evaluation.eval_items),
         "trainedSteps": ("optimizer steps of the training", lambda r: r.training.global_step),
+        "learningRate": (
+            "the rate trained at, as `layerpilot train --json` gives it (with `auto`: the calibration)",
+            lambda r: r.training.learning_rate,
+        ),
         "layerDeltas": (
             "relative weight change per trained layer",
             lambda r: r.training.deltas.relative_json(),
@@ -169,7 +174,7 @@ def adapt(
             TRAIN_DIR, "train", params={"layers": ",".join(map(str, layers))}, tags={review.STAGE: "train"}
         )
         with train_record:
-            training = train(
+            training = train_layers(
                 spec,
                 layers,
                 train_dir,

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from service.data import Row, check_chat_template, is_conversation, load_rows
 from service.environments.episodes import Episode, play_episodes
 from service.environments.registry import Factory, environment_factory
-from service.environments.seeds import episode_starts
+from service.environments.seeds import EpisodeStart, episode_starts
 from service.environments.transcript import turn_format
 from service.fields import Fields
 from service.models.loading import evaluating
@@ -164,12 +164,15 @@ def evaluate_loaded(
     tokenizer: PreTrainedTokenizerBase,
     factory: Factory | None,
     *,
+    items: list[Row] | list[EpisodeStart] | None = None,
     progress: Progress = SILENT,
 ) -> EvalResult:
-    """`evaluate` on a model already loaded (`factory`: the spec's environment, for an agent)."""
+    """`evaluate` on a model already loaded (`factory`: the spec's environment, for an agent), on the
+    eval items or on other `items` of the same kind (rows, or an agent's episode starts)."""
     if factory is not None:
-        return evaluate_episodes(model, tokenizer, spec, factory, progress=progress)
-    _, eval_rows = load_rows(spec.prompts)
+        starts = cast(list[EpisodeStart], items) if items is not None else None
+        return evaluate_episodes(model, tokenizer, spec, factory, starts=starts, progress=progress)
+    eval_rows = cast(list[Row], items) if items is not None else load_rows(spec.prompts)[1]
     check_chat_template(eval_rows, tokenizer, spec.model.uri, spec.prompts)
     funcs, weights = build_rewards(spec.rewards)
     return evaluate_model(
@@ -192,16 +195,18 @@ def evaluate_episodes(
     spec: LayerAdaptationSpec,
     factory: Factory,
     *,
+    starts: list[EpisodeStart] | None = None,
     num_samples: int = 3,
     progress: Progress = SILENT,
 ) -> EvalResult:
-    """Success rate of greedy episodes from the evaluation seeds; `rewards` holds the mean return,
-    turns and invalid actions, and how many episodes the environment broke off."""
+    """Success rate of greedy episodes from the evaluation seeds (or from `starts`); `rewards` holds
+    the mean return, turns and invalid actions, and how many episodes the environment broke off."""
     environment = spec.environment
     assert environment is not None
     started = time.perf_counter()
     fmt = turn_format(tokenizer, environment.transcript, environment.instructions)
-    starts = episode_starts(environment, spec.dataset, "eval")
+    if starts is None:
+        starts = episode_starts(environment, spec.dataset, "eval")
     progress.start("eval", len(starts))
     episodes: list[Episode] = []
     for first in range(0, len(starts), EPISODE_BATCH):

@@ -54,6 +54,7 @@ class PatchMeta:
     tensors_bytes: int
     tensors_sha256: str
     spec: Mapping[str, Any] | None
+    learning_rate: Mapping[str, Any] | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
@@ -81,6 +82,12 @@ PATCH_META_FIELDS: Fields[PatchMeta] = Fields(
             lambda m: m.tensors_sha256,
         ),
         "spec": ("the whole spec the run was trained with", lambda m: dict(m.spec) if m.spec else None),
+        "learningRate": (
+            "the learning rate trained at: `rate`, its `multiplier` of `algorithm.learningRate`, `chosenBy` "
+            "(`spec`, or `calibration` for `auto`) and, for `auto`, the `calibration` that chose it "
+            "(`calibration.json`)",
+            lambda m: dict(m.learning_rate) if m.learning_rate else None,
+        ),
     }
 )
 """Every field of `layer_patch.json` (the reference is generated from this)."""
@@ -189,6 +196,7 @@ def write_patch(
     base_ref: Mapping[str, Any],
     spec: Mapping[str, Any] | None = None,
     trained_steps: int | None = None,
+    learning_rate: Mapping[str, Any] | None = None,
 ) -> LayerDeltas:
     """Write the three patch files atomically; returns the deltas."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +223,7 @@ def write_patch(
         tensors_bytes=size,
         tensors_sha256=sha256,
         spec=spec,
+        learning_rate=learning_rate,
     )
     write_json(out_dir / DELTAS, deltas.to_json())
     write_json(out_dir / PATCH_META, PATCH_META_FIELDS.json(meta))

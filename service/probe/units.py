@@ -25,9 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from service.environments.registry import environment_factory
 from service.errors import InputError
-from service.evaluation import EvalResult, evaluate, evaluate_loaded
 from service.files import atomic_write, write_json
 from service.models.stack import inspect_stack
 from service.models.weights import model_fingerprint
@@ -35,10 +33,10 @@ from service.patch import PATCH_TENSORS
 from service.progress import SILENT, Progress
 from service.ranks import is_main, main_first
 from service.record import Record
+from service.scoring import score
 from service.spec.fingerprint import fingerprint
 from service.spec.indices import check_layer_indices
 from service.spec.models import LayerAdaptationSpec
-from service.training.config import choose_precision
 from service.training.resident import ResidentModel
 from service.training.rundir import CHECKPOINTS
 from service.training.trainer import train
@@ -246,7 +244,7 @@ def _run_unit(
     if unit == BASE:
         if record is None:
             return partial
-        result = _evaluate(spec, None, resident, progress)
+        result = score(spec, None, resident, progress=progress)
         steps = 0
     else:
         layers = list(range(len(stack))) if unit.run.what == "full" else [int(unit.what)]
@@ -267,7 +265,7 @@ def _run_unit(
         )
         if record is None:
             return partial
-        result = _evaluate(spec, run_dir, resident, progress)
+        result = score(spec, run_dir, resident, progress=progress)
         steps = trained.global_step
         partial["trainedSteps"] = trained.global_step
         partial["deltas"] = trained.deltas.relative_json()
@@ -284,22 +282,6 @@ def _run_unit(
     record.log_metrics({"probe/score": result.score, "probe/seconds": partial["seconds"]}, step=steps)
     record.end()
     return partial
-
-
-def _evaluate(
-    spec: LayerAdaptationSpec, patch_dir: Path | None, resident: ResidentModel | None, progress: Progress
-) -> EvalResult:
-    """The base model (no `patch_dir`) or the unit's trained one, scored on the eval items: in place
-    when the resident model holds it as a fresh load would, else loaded (with the patch) anew."""
-    loaded = None
-    if resident is not None and (patch_dir is None or resident.holds_training):
-        if patch_dir is None:
-            resident.take(spec.model, choose_precision(spec.training.precision))
-        loaded = resident.as_evaluated()
-    if loaded is None:  # also a run finished before this call: its patch, on a fresh load
-        return evaluate(spec, patch_dir=patch_dir, progress=progress)
-    factory = environment_factory(spec.environment) if spec.environment else None
-    return evaluate_loaded(spec, *loaded, factory, progress=progress)
 
 
 def _unit_record(run_dir: Path, unit: Unit, spec: LayerAdaptationSpec) -> Record:

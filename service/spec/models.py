@@ -455,21 +455,67 @@ class SelectionSpec(Section):
         return self
 
 
+AUTO: Final = "auto"
+
+
+class CalibrationSpec(Section):
+    multipliers: list[float] = Field(
+        default_factory=lambda: [1.0, 3.0, 10.0, 30.0],
+        min_length=2,
+        max_length=16,
+        description=(
+            "The ladder of learning-rate multipliers `auto` tries: all train the selected layers to half "
+            "the calibration steps, the better half continues to the full calibration steps (successive "
+            "halving, as the halving probe does), and the best there trains the whole run."
+        ),
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="Steps of the calibration's last rung (default: half of `maxSteps`, at least 2; a "
+        "quarter chose worse rates on the demo). The winner's run continues from there, so only the other "
+        "multipliers' steps are extra.",
+    )
+    items: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description=(
+            "Items held out for scoring the ladder: the last rows of the training split (for an agent, its "
+            "last training episodes). They are never trained on by `auto` runs and never overlap the "
+            "evaluation items, so the rate is never chosen on the items that report the result."
+        ),
+    )
+
+    @field_validator("multipliers")
+    @classmethod
+    def _multipliers(cls, value: list[float]) -> list[float]:
+        if any(not 0 < m <= 100 for m in value):
+            raise ValueError("every multiplier must be above 0 and at most 100; e.g. [1, 3, 10, 30]")
+        if len(set(value)) != len(value):
+            raise ValueError("repeats a multiplier; list each once, e.g. [1, 3, 10, 30]")
+        return sorted(value)
+
+
 class TrainingSpec(Section):
     max_steps: int = Field(200, ge=1, description="Optimizer steps of the training run.")
     batch_size: int = Field(
         8, ge=1, description="Completions per optimizer step (prompts per step = batchSize / numGenerations)."
     )
     seed: int = Field(0, ge=0, description="Seed for data order, sampling and initialisation.")
-    learning_rate_multiplier: float = Field(
+    learning_rate_multiplier: float | Literal["auto"] = Field(
         1.0,
-        gt=0,
-        le=100,
         description=(
-            "Multiplies `algorithm.learningRate` when training the selected layers (`train`, `adapt`). The "
-            "probe's runs keep the shared rate, as C(k) requires. A few layers often need a higher rate than "
-            "the whole model, as LoRA does; the demo uses 3 (benchmarks/RESULTS.md)."
+            "Multiplies `algorithm.learningRate` when training the selected layers (`train`, `adapt`): "
+            "a number in (0, 100], or `auto` to choose it from `calibration.multipliers` on items held out "
+            "from training and evaluation (a resumed run keeps its choice). The probe's runs keep the shared "
+            "rate, as C(k) requires. A few layers often need a higher rate than the whole model, as LoRA "
+            "does (benchmarks/RESULTS.md)."
         ),
+    )
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec,
+        description="How `learningRateMultiplier: auto` chooses the multiplier (read only then).",
     )
     save_steps: int = Field(
         50,
@@ -490,6 +536,31 @@ class TrainingSpec(Section):
         description="Recompute activations in the backward pass to save memory; gradients never "
         "flow through frozen layers below the lowest trained one.",
     )
+
+    @field_validator("learning_rate_multiplier", mode="before")
+    @classmethod
+    def _multiplier(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        if isinstance(value, str):
+            raise ValueError(f"'{value}' is neither a number nor `auto`; write e.g. 3, or auto")
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 < value <= 100:
+            raise ValueError(f"{value} is outside (0, 100]; write e.g. 3, or auto")
+        return value
+
+    @property
+    def auto_rate(self) -> bool:
+        """Whether the multiplier is chosen by calibration."""
+        return self.learning_rate_multiplier == AUTO
+
+    def calibration_steps(self, max_steps: int) -> int:
+        """Steps of the calibration's last rung for a run of `max_steps`.
+
+        >>> TrainingSpec().calibration_steps(200), TrainingSpec().calibration_steps(3)
+        (100, 2)
+        """
+        steps = self.calibration.steps or max(2, max_steps // 2)
+        return min(steps, max_steps)
 
 
 class SecretKeyRef(Section):

@@ -125,6 +125,7 @@ def _review(
         probe=registration.probe,
         training_steps=meta.get("trainedSteps"),
         num_parameters=meta.get("numParameters"),
+        learning_rate=dict(meta.get("learningRate") or {}),
         strategy=registration.strategy,
         spec_hash=registration.spec_hash,
         probe_layers=list(registration.probe_layers),

@@ -1,7 +1,8 @@
 """How hard a request to MLflow tries: MLflow's own HTTP retries, bounded, and which failures pass.
 
 MLflow's REST client already retries every request (urllib3 `Retry`: refused and reset connections,
-read timeouts, 408/429/5xx), with its backoff and a per-request timeout read from
+read timeouts, 408/429/5xx; from MLflow 3.18 a write that may have landed, such as creating a run, only
+when the server surely did not process it), with its backoff and a per-request timeout read from
 `MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `_BACKOFF_FACTOR`, `_BACKOFF_JITTER` and `_TIMEOUT` at each
 request. Its defaults (7 retries, factor 2, 120 s per request) would hold a publish for minutes
 against a dead server; `RetryPolicy.apply` sets layerpilot's bounds in those variables for the

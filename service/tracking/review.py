@@ -39,6 +39,7 @@ PROBE_UNITS = "layerpilot.probe_units"  # set by `probe plan`: the exact probe's
 MODEL_VERSION = "layerpilot.model_version"  # that version's number
 PROBE_TASK = "layerpilot.probe_task"  # what a probe measured on (its report's `task`)
 PROBE_REUSED = "layerpilot.probe_reused"  # on a job that reused a profile: the report it used
+LR_MULTIPLIER = "layerpilot.lr_multiplier"  # on a training run: the multiplier it trained at
 
 
 def flatten_params(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -85,6 +86,7 @@ class PatchReview:
     probe: str | None = None  # what the layers were chosen on (`ProbeReport.describe`)
     probe_layers: list[dict[str, Any]] = field(default_factory=list)  # probe_report.json "layers"
     deltas: dict[str, float] = field(default_factory=dict)  # layer index -> relative change
+    learning_rate: dict[str, Any] = field(default_factory=dict)  # layer_patch.json "learningRate"
     runs: dict[str, str] = field(default_factory=dict)  # role -> run id or link
 
 
@@ -117,6 +119,8 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
     ]
     if review.algorithm:
         lines.append(f"| algorithm | {review.algorithm} |")
+    if review.learning_rate:
+        lines.append(f"| learning rate | {rate_text(review.learning_rate)} |")
     if review.probe:
         lines.append(f"| layers chosen by | {review.probe} |")
     if review.num_parameters is not None:
@@ -143,6 +147,49 @@ def describe_patch(review: PatchReview, registered_name: str) -> str:
         "when this version's eval score beats the current champion's.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def rate_text(rate: Mapping[str, Any]) -> str:
+    """The learning rate a patch was trained at and, for `auto`, the race that chose it.
+
+    >>> rate_text({"rate": 3e-05, "multiplier": 3.0, "chosenBy": "spec"})
+    '3e-05 (× 3 of the shared rate, from the spec)'
+    >>> shown = rate_text({"rate": 3e-05, "multiplier": 3.0, "chosenBy": "calibration", "calibration": {
+    ...     "items": 64, "base": {"score": 0.2, "interval": [0.1, 0.3]},
+    ...     "trials": [{"multiplier": 1.0, "steps": 5, "score": 0.25, "interval": [0.15, 0.35]},
+    ...                {"multiplier": 3.0, "steps": 10, "score": 0.5, "interval": [0.38, 0.62]},
+    ...                {"multiplier": 30.0, "steps": 5, "score": None, "failed": "nan"}]}})
+    >>> print(shown.replace("; ", ";\\n").replace(", base", ",\\nbase"))
+    3e-05 (× 3 of the shared rate, `auto`: on 64 calibration items held out from training and evaluation,
+    base 0.200 (0.10 … 0.30);
+    × 1 to step 5: 0.250 (0.15 … 0.35);
+    × 3 to step 10: **0.500** (0.38 … 0.62);
+    × 30 to step 5: failed)
+    """
+    shown = f"{float(rate['rate']):g} (× {float(rate['multiplier']):g} of the shared rate"
+    calibration = rate.get("calibration")
+    if rate.get("chosenBy") != "calibration" or not calibration:
+        return shown + ", from the spec)"
+
+    def scored(value: Any, span: Any, *, bold: bool = False) -> str:
+        text = "–" if value is None else f"{float(value):.3f}"
+        text = f"**{text}**" if bold else text
+        return text + (f" ({float(span[0]):.2f} … {float(span[1]):.2f})" if span else "")
+
+    base = calibration.get("base") or {}
+    parts = [
+        f"on {calibration.get('items')} calibration items held out from training and evaluation, base "
+        + scored(base.get("score"), base.get("interval"))
+    ]
+    last = {float(t["multiplier"]): t for t in calibration.get("trials", [])}  # furthest rung last
+    for multiplier, trial in last.items():
+        outcome = (
+            "failed"
+            if trial.get("score") is None
+            else scored(trial["score"], trial.get("interval"), bold=multiplier == float(rate["multiplier"]))
+        )
+        parts.append(f"× {multiplier:g} to step {trial['steps']}: {outcome}")
+    return shown + ", `auto`: " + "; ".join(parts) + ")"
 
 
 def _layer_rows(review: PatchReview) -> list[str]:

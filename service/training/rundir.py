@@ -24,6 +24,7 @@ from service.spec.models import LayerAdaptationSpec
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+CALIBRATION = "calibration"  # `learningRateMultiplier: auto`: the ladder's runs and calibration.json
 RUN_FILE = "run.json"
 
 
@@ -87,7 +88,7 @@ def check_run_dir(
     checkpoint = latest_checkpoint(out_dir)
     run_file = out_dir / RUN_FILE
     if not resume:
-        if checkpoint is not None or (out_dir / PATCH_META).exists():
+        if checkpoint is not None or (out_dir / PATCH_META).exists() or (out_dir / CALIBRATION).exists():
             raise InputError(
                 "--out",
                 f"{out_dir} already holds a training run",

@@ -35,14 +35,17 @@ class Task:
     gigpo: GiGPO | None = None
 
 
-def training_task(spec: LayerAdaptationSpec) -> Task:
-    """The task of a spec: its dataset's prompts, or its environment's training episodes."""
+def training_task(spec: LayerAdaptationSpec, *, held_out: int = 0) -> Task:
+    """The task of a spec: its dataset's prompts, or its environment's training episodes, less the
+    last `held_out` of them (the calibration items of `learningRateMultiplier: auto`)."""
     funcs, weights = build_rewards(spec.rewards) if spec.rewards else ([], [])
     if spec.environment is None:
-        return Task(load_rows(spec.prompts)[0], (funcs, weights))
+        rows = load_rows(spec.prompts)[0]
+        return Task(rows[: _kept(len(rows), held_out)], (funcs, weights))
     gigpo = spec.algorithm.advantage_estimator == AdvantageEstimator.gigpo
     factory = environment_factory(spec.environment, state_key=gigpo)
     starts = episode_starts(spec.environment, spec.dataset, "train")
+    starts = starts[: _kept(len(starts), held_out)]
     settings = spec.algorithm.gigpo
     return Task(
         rows=[start.as_row(spec.environment.uri) for start in starts],
@@ -50,6 +53,27 @@ def training_task(spec: LayerAdaptationSpec) -> Task:
         rollout=EpisodeRollout(spec, factory),
         gigpo=GiGPO(settings.step_weight, settings.gamma, gigpo_scales(spec)) if gigpo else None,
     )
+
+
+def held_out_items(spec: LayerAdaptationSpec, count: int) -> list[Row] | list[EpisodeStart]:
+    """The last `count` training items, which `training_task(spec, held_out=count)` leaves out: rows
+    of the dataset, or an agent's episode starts."""
+    if spec.environment is None:
+        rows = load_rows(spec.prompts)[0]
+        return rows[_kept(len(rows), count) :]
+    starts = episode_starts(spec.environment, spec.dataset, "train")
+    return starts[_kept(len(starts), count) :]
+
+
+def _kept(total: int, held_out: int) -> int:
+    """How many training items stay when `held_out` are set aside; at least as many as set aside."""
+    if held_out and total < 2 * held_out:
+        raise InputError(
+            "training.calibration.items",
+            f"{held_out} calibration items would leave {total - held_out} of the {total} training items",
+            f"lower it to {max(1, total // 4)} or less, or train on a larger dataset",
+        )
+    return total - held_out
 
 
 def check_task(task: Task, spec: LayerAdaptationSpec, tokenizer: Any) -> list[str]:

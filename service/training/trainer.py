@@ -48,6 +48,7 @@ class TrainResult:
     deltas: LayerDeltas
     metrics: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    learning_rate: dict[str, Any] = field(default_factory=dict)  # the patch's `learningRate`
 
     def to_json(self) -> dict[str, Any]:
         return TRAIN_RESULT_FIELDS.json(self)
@@ -66,6 +67,11 @@ TRAIN_RESULT_FIELDS: Fields[TrainResult] = Fields(
         "layerDeltas": (
             "relative weight change ‖ΔW‖/‖W‖ per trained layer",
             lambda r: r.deltas.relative_json(),
+        ),
+        "learningRate": (
+            "the rate trained at: `rate`, `multiplier`, `chosenBy` (`spec` or `calibration`) and, for "
+            "`learningRateMultiplier: auto`, the `calibration` that chose it",
+            lambda r: r.learning_rate,
         ),
         "metrics": ("TRL's metrics of the last logged step", lambda r: r.metrics),
         "warnings": (
@@ -92,6 +98,8 @@ def train(
     learning_rate: float | None = None,
     stop_at: int | None = None,
     resident: ResidentModel | None = None,
+    held_out: int = 0,
+    calibration: dict[str, Any] | None = None,
 ) -> TrainResult:
     """RL-train only `layers` of the spec's model with GRPO; write the layer patch into `out_dir`.
 
@@ -100,7 +108,9 @@ def train(
     step, checkpointed, of a run scheduled for `max_steps`: resuming it later continues the same
     learning-rate schedule, so the result equals one uninterrupted run (the halving probe's rungs).
     With `resident`, the model kept there is trained in place instead of loading one, and left
-    trained for the caller to evaluate before it calls `resident.restore()`.
+    trained for the caller to evaluate before it calls `resident.restore()`. `held_out` training
+    items are left out (the calibration items of `auto`, see `service.calibration`, which passes the
+    `calibration` that chose `learning_rate` for the patch's record).
 
     `progress` sees the `train` phase; `record` (on the main process) gets TRL's metrics at every
     step, and at the end the weight change per layer, the totals and the patch files; `on_step`
@@ -112,9 +122,22 @@ def train(
     precision = choose_precision(spec.training.precision, device)
     config_kwargs = grpo_config_kwargs(spec, out_dir / CHECKPOINTS, max_steps=max_steps, precision=precision)
     if learning_rate is None:
-        learning_rate = spec.algorithm.learning_rate * spec.training.learning_rate_multiplier
+        multiplier = spec.training.learning_rate_multiplier
+        if isinstance(multiplier, str):
+            raise InputError(
+                "training.learningRateMultiplier",
+                "is auto, which this call cannot calibrate",
+                "train through service.calibration.train_layers, or give a number",
+            )
+        learning_rate = spec.algorithm.learning_rate * multiplier
     config_kwargs["learning_rate"] = learning_rate
-    task = training_task(spec)
+    rate = {
+        "rate": learning_rate,
+        "multiplier": round(learning_rate / spec.algorithm.learning_rate, 6),
+        "chosenBy": "calibration" if calibration is not None else "spec",
+        **({"calibration": calibration} if calibration is not None else {}),
+    }
+    task = training_task(spec, held_out=held_out)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume=resume)
     if resume:
         finished = finished_run(out_dir, spec, stop_at or max_steps, started)
@@ -198,6 +221,7 @@ def train(
             },
             spec=spec.model_dump(mode="json", by_alias=True),
             trained_steps=trainer.state.global_step,
+            learning_rate=rate,
         )
     if resident is not None:
         resident.settle()
@@ -219,6 +243,7 @@ def train(
         deltas=deltas,
         metrics=metrics,
         warnings=warnings,
+        learning_rate=rate,
     )
     if task.rollout is not None and is_main():
         transcripts = task.rollout.write_transcripts(out_dir)
@@ -276,4 +301,5 @@ def finished_run(
         total_parameters=total,
         deltas=deltas,
         metrics={},
+        learning_rate=dict(meta.get("learningRate") or {}),
     )

@@ -36,7 +36,12 @@ CANARY = "canary-7f3a9c51e2b04d6e"
 SPEC: dict[str, Any] = small_spec_data(
     dataset={"evalSize": 16},
     probe={"mode": "exact", "steps": 2, "layers": [1, 2]},
-    training={"maxSteps": 2, "saveSteps": 2},
+    training={  # `auto`: the train Job races ×1 and ×3 to step 2, and the winner is the training
+        "maxSteps": 2,
+        "saveSteps": 2,
+        "learningRateMultiplier": "auto",
+        "calibration": {"multipliers": [1, 3], "items": 16},
+    },
     mlflow={"experiment": "k8s-e2e", "registeredModel": "k8s-e2e", "tokenSecret": {"name": "mlflow-token"}},
     resources={"probeParallelism": 2},
 )
@@ -82,6 +87,10 @@ async def test_jobs_run_for_real_and_the_resource_succeeds_with_a_registered_ver
     assert sorted(layer["index"] for layer in report["layers"]) == [1, 2]
     assert report["selected"] == status["selectedLayers"]
     assert (work / "train" / "layer_patch.safetensors").is_file()
+    race = json.loads((work / "train" / "calibration" / "calibration.json").read_text())
+    assert status["learningRateMultiplier"] == f"{race['chosen']:g}"
+    trained = next(c for c in status["conditions"] if c["type"] == "Trained")
+    assert f"at {race['chosen']:g}× the shared learning rate" in trained["message"]
 
     # A real registered version with alias candidate, the one the status names.
     mlflow = MlflowClient(mlflow_server.uri)

@@ -112,6 +112,34 @@ def test_adapt_logs_the_run_tree_and_registers_a_candidate(
     assert saved["mlflow"]["registeredModel"]["version"] == str(version.version)
 
 
+def test_adapt_with_auto_calibrates_within_training_and_the_review_shows_the_evidence(
+    mlflow_server: MlflowServer, clean_mlflow_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = adapt_spec(
+        mlflow_server.uri,
+        "adapt-auto",
+        dataset={"evalSize": 16},
+        training={"learningRateMultiplier": "auto", "calibration": {"multipliers": [1, 3], "items": 16}},
+    )
+    result = adapt(spec, tmp_path)
+    rate = json.loads((tmp_path / RESULT_JSON).read_text())["learningRate"]
+    assert rate["chosenBy"] == "calibration" and rate["multiplier"] in (1.0, 3.0)
+    client = MlflowClient(mlflow_server.uri)
+    train_run = _runs(client, "adapt-auto")["train"]
+    assert train_run.data.tags[review.LR_MULTIPLIER] == f"{rate['multiplier']:g}"
+    assert train_run.data.metrics["calibration/multiplier"] == rate["multiplier"]
+    assert {"calibration/score_x1", "calibration/score_x3", "calibration/base_score"} <= set(
+        train_run.data.metrics
+    )
+    assert [a.path for a in client.list_artifacts(train_run.info.run_id, "calibration")] == [
+        "calibration/calibration.json"
+    ]
+    version = client.get_model_version_by_alias("adapt-auto-model", "candidate")
+    assert str(version.version) == result.tracked.registered["version"]
+    assert "| learning rate |" in version.description
+    assert "`auto`: on 16 calibration items held out from training and evaluation" in version.description
+
+
 def test_jobs_log_into_the_run_the_operator_created(
     mlflow_server: MlflowServer, clean_mlflow_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -13,10 +13,11 @@ from rich.console import Console
 from cli.tables import layer_table
 from service.errors import InputError
 from service.probe.exact import run_exact
-from service.probe.halving import merge_halving, rung_schedule
+from service.probe.halving import merge_halving
 from service.probe.report import REPORT_PNG, ProbeReport, read_report
 from service.probe.run import run_probe
 from service.probe.units import PARTIALS, Unit, partial_path, run_unit
+from service.training.rungs import rung_schedule
 from tests.conftest import RecordingProgress
 from tests.service.probe.helpers import NUM_LAYERS, probe_spec
 

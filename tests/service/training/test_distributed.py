@@ -105,3 +105,23 @@ def test_the_shipped_launcher_configs_are_what_accelerate_reads(name: str) -> No
         assert config.fsdp_config["fsdp_version"] == 2
     if name == "zero2":
         assert config.deepspeed_config["zero_stage"] == 2
+
+
+@pytest.mark.heavy
+def test_auto_under_torchrun_chooses_one_rate_for_every_rank(tmp_path: Path) -> None:
+    """Rank 0 scores the ladder and every rank trains at its choice: one result, one patch."""
+    training = {
+        "maxSteps": 4,
+        "batchSize": 8,
+        "saveSteps": 4,
+        "learningRateMultiplier": "auto",
+        "calibration": {"multipliers": [1, 3], "items": 16},
+    }
+    spec = write_spec(tmp_path, training=training)
+    args = ["--no-python", str(BIN / "layerpilot"), "train", str(spec), "--layers", "2", "--out", "run"]
+    done = launch([*args, "--no-mlflow", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    race = json.loads((tmp_path / "run" / "calibration" / "calibration.json").read_text())
+    assert result["learningRate"]["multiplier"] == race["chosen"] and result["globalStep"] == 4
+    assert read_patch(tmp_path / "run").meta["learningRate"]["chosenBy"] == "calibration"
