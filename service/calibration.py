@@ -37,7 +37,7 @@ import torch
 from service.errors import LayerpilotError, first_line
 from service.fields import Fields
 from service.files import write_json
-from service.patch import PATCH_FILES, PATCH_TENSORS
+from service.patch import PATCH_FILES, PATCH_META, PATCH_TENSORS
 from service.progress import SILENT, Progress
 from service.ranks import is_main, world_size
 from service.record import Record
@@ -48,7 +48,7 @@ from service.training.resident import ResidentModel
 from service.training.rundir import CALIBRATION, CHECKPOINTS, RUN_FILE, check_run_dir, latest_checkpoint
 from service.training.rungs import Rung, rung_schedule
 from service.training.task import held_out_items
-from service.training.trainer import TrainResult, train
+from service.training.trainer import TrainResult, rate_record, train
 
 CALIBRATION_JSON = "calibration.json"
 FINALISTS = 2  # multipliers of the last rung
@@ -338,7 +338,7 @@ def calibrate(
         if r + 1 < len(calibration.rungs):
             survivors = sorted(t.multiplier for t in finalists[: calibration.rungs[r + 1].layers])
     chosen = _choose(calibration, finalists)
-    _on_main(lambda: _settle(calibration, root, out_dir))  # the other ranks wait for the winner's copy
+    _on_main(lambda: _settle(spec, calibration, root, out_dir))  # the other ranks wait for the copy
     for text in calibration.warnings:
         progress.note(f"warning: {text}")
     progress.note(f"learning rate: ×{chosen:g} ({spec.algorithm.learning_rate * chosen:g})")
@@ -416,11 +416,17 @@ def _run_trial(
     return Trial(multiplier, stop_at, result.score, result.item_scores, time.perf_counter() - started)
 
 
-def _settle(calibration: Calibration, root: Path, out_dir: Path) -> None:
+def _settle(spec: LayerAdaptationSpec, calibration: Calibration, root: Path, out_dir: Path) -> None:
     """Copy the winner's run where the training continues it, record the choice (a resumed training
     never races again), and drop the race's weights."""
     assert calibration.chosen is not None
     _continue_from(root / _run_name(calibration.chosen), out_dir)
+    meta = out_dir / PATCH_META
+    if meta.is_file():  # the copy says how its rate was chosen, also when it ran all the steps
+        data = json.loads(meta.read_text())
+        rate = spec.algorithm.learning_rate * calibration.chosen
+        data["learningRate"] = rate_record(spec, rate, _summary(calibration))
+        write_json(meta, data)
     _save(root / CALIBRATION_JSON, calibration)
     for run_dir in root.iterdir():
         if run_dir.is_dir():

@@ -131,12 +131,7 @@ def train(
             )
         learning_rate = spec.algorithm.learning_rate * multiplier
     config_kwargs["learning_rate"] = learning_rate
-    rate = {
-        "rate": learning_rate,
-        "multiplier": round(learning_rate / spec.algorithm.learning_rate, 6),
-        "chosenBy": "calibration" if calibration is not None else "spec",
-        **({"calibration": calibration} if calibration is not None else {}),
-    }
+    rate = rate_record(spec, learning_rate, calibration)
     task = training_task(spec, held_out=held_out)
     resume_from = prepare_run_dir(out_dir, spec, list(layers), resume=resume)
     if resume:
@@ -252,6 +247,18 @@ def train(
     if record is not None and is_main():
         record_training(record, result)
     return result
+
+
+def rate_record(
+    spec: LayerAdaptationSpec, learning_rate: float, calibration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the patch and the result say of the rate: `learningRate` of `layer_patch.json`."""
+    return {
+        "rate": learning_rate,
+        "multiplier": round(learning_rate / spec.algorithm.learning_rate, 6),
+        "chosenBy": "calibration" if calibration is not None else "spec",
+        **({"calibration": calibration} if calibration is not None else {}),
+    }
 
 
 def record_training(record: Record, result: TrainResult) -> None:

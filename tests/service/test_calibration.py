@@ -145,6 +145,10 @@ def test_an_interrupted_calibration_continues_where_it_stopped(
     race = json.loads((tmp_path / CALIBRATION / CALIBRATION_JSON).read_text())
     assert [t["multiplier"] for t in race["trials"]] == [1.0, 3.0]
     assert result.learning_rate["multiplier"] == race["chosen"] and result.global_step == 2
+    # the winner ran all the steps: its run is the training, and says how its rate was chosen
+    assert result.learning_rate["chosenBy"] == "calibration"
+    meta = json.loads((tmp_path / PATCH_META).read_text())
+    assert meta["learningRate"]["calibration"]["chosen"] == race["chosen"]
 
 
 def test_a_ladder_that_only_collapses_trains_at_its_lowest_multiplier_with_a_warning(tmp_path: Path) -> None:
