@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
+from service.bootstrap import Interval, percentiles, resampled_means
 from service.errors import LayerpilotError, first_line
 from service.fields import Fields
 from service.files import write_json
@@ -52,8 +52,6 @@ from service.training.trainer import TrainResult, rate_record, train
 
 CALIBRATION_JSON = "calibration.json"
 FINALISTS = 2  # multipliers of the last rung
-RESAMPLES = 2000
-LEVEL = 0.95
 
 T = TypeVar("T")
 
@@ -109,19 +107,13 @@ class Calibration:
             reached[t.multiplier] = max(reached.get(t.multiplier, 0), t.steps)
         return sum(steps for m, steps in reached.items() if m != self.chosen)
 
-    def intervals(self) -> dict[str, tuple[float, float]]:
+    def intervals(self) -> dict[str, Interval]:
         """95 % intervals of every score, by a paired bootstrap over the calibration items."""
         rows = {"base": self.base_items, **{t.key: t.item_scores for t in self.trials if t.item_scores}}
         count = len(self.base_items)
         if not count or any(len(values) != count for values in rows.values()):
             return {}
-        draws = np.random.default_rng(0).integers(0, count, size=(RESAMPLES, count))
-        tail = (1 - LEVEL) / 2 * 100
-        out = {}
-        for key, values in rows.items():
-            low, high = np.percentile(np.asarray(values, dtype=float)[draws].mean(axis=1), [tail, 100 - tail])
-            out[key] = (round(float(low), 6), round(float(high), 6))
-        return out
+        return {key: percentiles(means) for key, means in resampled_means(rows).items()}
 
     def to_json(self) -> dict[str, Any]:
         return CALIBRATION_FIELDS.json(self)
@@ -249,11 +241,11 @@ def train_layers(
         return result
     steps = max_steps or spec.training.max_steps
     held_out = spec.training.calibration.items
-    held_out_items(spec, held_out)  # too few training items: refused before anything loads
+    items = held_out_items(spec, held_out)  # too few training items: refused before anything loads
     check_run_dir(out_dir, spec, list(layers), resume=resume)
     resident = ResidentModel() if world_size() == 1 else None
     calibration = calibrate(
-        spec, layers, out_dir, max_steps=steps, progress=progress, resident=resident, device=device
+        spec, layers, out_dir, items, max_steps=steps, progress=progress, resident=resident, device=device
     )
     assert calibration.chosen is not None
     result = train(
@@ -288,22 +280,22 @@ def calibrate(
     spec: LayerAdaptationSpec,
     layers: Sequence[int],
     out_dir: Path,
+    items: list[Any],
     *,
     max_steps: int,
     progress: Progress = SILENT,
     resident: ResidentModel | None = None,
     device: str | None = None,
 ) -> Calibration:
-    """Race the ladder into `out_dir/calibration` (continuing what is there) and choose; the winner's
-    checkpoint is left in `out_dir` for the training to continue. A calibration already chosen is
-    returned as it is."""
+    """Race the ladder into `out_dir/calibration` (continuing what is there), scored on `items` (the
+    spec's `held_out_items`), and choose; the winner's checkpoint is left in `out_dir` for the
+    training to continue. A calibration already chosen is returned as it is."""
     root = out_dir / CALIBRATION
     path = root / CALIBRATION_JSON
     calibration = _read(path, spec, max_steps)
     if calibration.chosen is not None:
         progress.note(f"learning rate: ×{calibration.chosen:g}, chosen by the calibration in {root}")
         return calibration
-    items = held_out_items(spec, calibration.items)
     ladder = " ".join(f"×{m:g}" for m in calibration.ladder)
     progress.note(
         f"calibrating the learning rate of layers {list(layers)}: {ladder}, "

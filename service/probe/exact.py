@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from service.bootstrap import Interval
 from service.errors import InputError
 from service.models.stack import inspect_stack
 from service.models.weights import model_fingerprint
-from service.probe.intervals import METHOD, Interval, overlap, paired_intervals
+from service.probe.intervals import METHOD, overlap, paired_intervals
 from service.probe.pool import ProbeBoard, UnitRunner, default_parallelism
 from service.probe.report import LayerScore, ProbeReport, measured_on, rank_layers
 from service.probe.selection import select_layers

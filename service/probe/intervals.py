@@ -15,13 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
+from service.bootstrap import LEVEL, RESAMPLES, Interval, percentiles, resampled_means
 
-RESAMPLES = 2000
-LEVEL = 0.95
 METHOD = {"method": "paired bootstrap over eval items", "level": LEVEL, "resamples": RESAMPLES}
-
-Interval = tuple[float, float]
 
 
 def paired_intervals(
@@ -33,17 +29,7 @@ def paired_intervals(
     seed (every unit with several rows has the same number). `contribution` is None for `base` and
     `full`, and when the full-model gain is zero in most resamples (C is undefined there).
     """
-    scores = {unit: np.atleast_2d(np.asarray(values, dtype=float)) for unit, values in items.items()}
-    count = scores["base"].shape[1]
-    if any(values.shape[1] != count for values in scores.values()) or count == 0:
-        raise ValueError("every unit must be scored on the same eval items")
-    seeds = {values.shape[0] for values in scores.values() if values.shape[0] > 1}
-    if len(seeds) > 1:
-        raise ValueError("every unit run with several seeds must have the same number of them")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, count, size=(RESAMPLES, count))
-    picks = rng.integers(0, max(seeds, default=1), size=(RESAMPLES, max(seeds, default=1)))
-    means = {unit: _resampled(values, draws, picks) for unit, values in scores.items()}
+    means = resampled_means(items, seed)
     gain = means["full"] - means["base"]
     defined = gain != 0
     out: dict[str, dict[str, Interval | None]] = {}
@@ -51,23 +37,9 @@ def paired_intervals(
         contribution = None
         if unit not in ("base", "full") and defined.mean() >= LEVEL:
             ratios = (resampled[defined] - means["base"][defined]) / gain[defined]
-            contribution = _percentiles(ratios)
-        out[unit] = {"score": _percentiles(resampled), "contribution": contribution}
+            contribution = percentiles(ratios)
+        out[unit] = {"score": percentiles(resampled), "contribution": contribution}
     return out
-
-
-def _resampled(values: np.ndarray, draws: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """One mean per resample: over the drawn items of each seed's row, then over the drawn seeds."""
-    rows: np.ndarray = np.stack([row[draws].mean(axis=1) for row in values])  # (seeds, resamples)
-    if len(rows) == 1:
-        return np.asarray(rows[0])
-    return np.asarray(rows[picks, np.arange(len(draws))[:, None]].mean(axis=1))
-
-
-def _percentiles(values: np.ndarray) -> Interval:
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return round(float(low), 6), round(float(high), 6)
 
 
 def overlap(a: Interval | None, b: Interval | None) -> bool:

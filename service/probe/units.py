@@ -205,12 +205,11 @@ def run_unit(
     others return the partial without a score). With `resident` (a probe worker's), the unit trains
     and evaluates the model kept loaded there, and puts its base weights back when done.
     """
-    if resident is not None:
-        try:
-            return _run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=progress, resident=resident)
-        finally:
+    try:
+        return _run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=progress, resident=resident)
+    finally:
+        if resident is not None:
             resident.restore()
-    return _run_unit(spec, unit, out_dir, keep_runs=keep_runs, progress=progress, resident=None)
 
 
 def _run_unit(
